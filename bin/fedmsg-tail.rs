@@ -1,0 +1,170 @@
+//! fedmsg-tail: watch the bus.
+
+use clap::{Parser, ValueEnum};
+use fedmsg::cli::{self, ConfigArgs};
+use fedmsg::tail::{self, Format, TailOptions, TailOutcome};
+use regex::Regex;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Print every message on the bus (or those matching --topic).
+#[derive(Parser)]
+#[command(name = "fedmsg-tail", version, about)]
+struct Args {
+    /// Subscribe to topics starting with this prefix (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    topic: Vec<String>,
+    /// Show only topics matching this regular expression.
+    #[arg(long, value_name = "RE")]
+    include: Option<String>,
+    /// Hide topics matching this regular expression.
+    #[arg(long, value_name = "RE", default_value = "_heartbeat")]
+    exclude: String,
+    /// Pretty-print each message (Python pprint layout, times in local time).
+    #[arg(long)]
+    pretty: bool,
+    /// Indented JSON, coloured on a terminal, credentials stripped.
+    #[arg(long)]
+    really_pretty: bool,
+    /// One line per message: title -- subtitle link.
+    #[arg(long)]
+    terse: bool,
+    /// Print only these dotted keys, comma-separated (e.g. msg.log,topic).
+    #[arg(long, value_name = "KEYS")]
+    query: Option<String>,
+    /// One compact JSON envelope per line, nothing else (for jq).
+    #[arg(long)]
+    json: bool,
+    /// Exit after this many messages.
+    #[arg(long, short = 'n', value_name = "N")]
+    count: Option<u64>,
+    /// Exit after this many seconds (exit code 124 if it fires).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Colour output: auto (a terminal without NO_COLOR), always, never.
+    #[arg(long, value_enum, default_value = "auto")]
+    color: Color,
+    /// Validate signatures (overrides validate_signatures).
+    #[arg(long, overrides_with = "no_validate")]
+    validate: bool,
+    /// Do not validate signatures.
+    #[arg(long)]
+    no_validate: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn regex(flag: &str, text: &str) -> Result<Regex, String> {
+    Regex::new(text).map_err(|e| format!("invalid {flag} regular expression {text:?}: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    args.config.init_logging();
+    let mut loader = args.config.loader();
+    if args.validate || args.no_validate {
+        loader = loader.flag(
+            if args.validate {
+                "--validate"
+            } else {
+                "--no-validate"
+            },
+            "validate_signatures",
+            args.validate,
+        );
+    }
+    let config = match loader.load() {
+        Ok(config) => config,
+        Err(e) => return cli::fail("fedmsg-tail", cli::EXIT_USAGE, e),
+    };
+    let format = if args.json {
+        Format::Json
+    } else if args.terse {
+        Format::Terse
+    } else if let Some(query) = &args.query {
+        Format::Query(query.split(',').map(|k| k.trim().to_owned()).collect())
+    } else if args.really_pretty {
+        Format::ReallyPretty
+    } else if args.pretty {
+        Format::Pretty
+    } else {
+        Format::Default
+    };
+    let color = match args.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    let include = match args
+        .include
+        .as_deref()
+        .map(|t| regex("--include", t))
+        .transpose()
+    {
+        Ok(re) => re,
+        Err(message) => {
+            eprintln!("fedmsg-tail: error: {message}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
+    let exclude = match regex("--exclude", &args.exclude) {
+        Ok(re) => (!args.exclude.is_empty()).then_some(re),
+        Err(message) => {
+            eprintln!("fedmsg-tail: error: {message}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
+    let timeout = match args.timeout {
+        Some(t) if !(t.is_finite() && t >= 0.0) => {
+            eprintln!(
+                "fedmsg-tail: error: --timeout must be a non-negative number of seconds, got {t}"
+            );
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+        other => other.map(Duration::from_secs_f64),
+    };
+    let options = TailOptions {
+        topics: args.topic,
+        include,
+        exclude,
+        format,
+        color,
+        count: args.count,
+        timeout,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return cli::fail("fedmsg-tail", cli::EXIT_FAILURE, e),
+    };
+    let stdout = std::io::stdout().lock();
+    let result = runtime.block_on(tail::run(&config, &options, cli::shutdown_signal(), stdout));
+    // Sockets and tasks go away with the runtime; do not wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok((TailOutcome::TimedOut, _)) => ExitCode::from(cli::EXIT_TIMEOUT),
+        Ok(_) => ExitCode::from(cli::EXIT_OK),
+        Err(e) => {
+            let e = anyhow::Error::new(e);
+            if cli::is_broken_pipe(&e) {
+                return ExitCode::from(cli::EXIT_OK);
+            }
+            cli::report("fedmsg-tail", &e);
+            ExitCode::from(cli::EXIT_FAILURE)
+        }
+    }
+}

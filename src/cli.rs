@@ -1,0 +1,143 @@
+//! What every `fedmsg-*` binary shares: the common configuration flags,
+//! logging set-up, exit codes and the Ctrl-C future.
+
+use crate::config::{Config, ConfigError, Loader};
+use std::path::PathBuf;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the work failed (relay unreachable, socket error...).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: bad usage, configuration or input.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: `--timeout` fired before the work was done (as `timeout(1)`).
+pub const EXIT_TIMEOUT: u8 = 124;
+
+/// Flags every command accepts, with fedmsg's names.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Read only this TOML file over the built-in defaults.
+    #[arg(
+        long = "config",
+        visible_alias = "config-filename",
+        value_name = "FILE",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+    /// Override `topic_prefix`.
+    #[arg(long, value_name = "PREFIX", global = true)]
+    pub topic_prefix: Option<String>,
+    /// Override `environment`.
+    #[arg(long, value_name = "ENV", global = true)]
+    pub environment: Option<String>,
+    /// Override `high_water_mark`.
+    #[arg(long, value_name = "N", global = true)]
+    pub high_water_mark: Option<u64>,
+    /// Override `zmq_linger` (milliseconds).
+    #[arg(long, value_name = "MS", global = true)]
+    pub linger: Option<u64>,
+    /// Accepted for fedmsg compatibility; ignored (no sleeps here).
+    #[arg(long, value_name = "SECONDS", hide = true, global = true)]
+    pub post_init_sleep: Option<f64>,
+    /// Accepted for fedmsg compatibility; ignored.
+    #[arg(long, value_name = "N", hide = true, global = true)]
+    pub io_threads: Option<u64>,
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output (-q errors only, -qq nothing).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+}
+
+impl ConfigArgs {
+    /// The loader for these flags: standard locations, `--config`, then the
+    /// flag overrides.
+    pub fn loader(&self) -> Loader {
+        let mut loader = Loader::new().file(self.config.clone());
+        if let Some(v) = &self.topic_prefix {
+            loader = loader.flag("--topic-prefix", "topic_prefix", v.clone());
+        }
+        if let Some(v) = &self.environment {
+            loader = loader.flag("--environment", "environment", v.clone());
+        }
+        if let Some(v) = self.high_water_mark {
+            loader = loader.flag(
+                "--high-water-mark",
+                "high_water_mark",
+                v.min(i64::MAX as u64) as i64,
+            );
+        }
+        if let Some(v) = self.linger {
+            loader = loader.flag("--linger", "zmq_linger", v.min(i64::MAX as u64) as i64);
+        }
+        loader
+    }
+
+    /// Loads the configuration.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        self.loader().load()
+    }
+
+    /// Sets up logging on stderr: `RUST_LOG` if set, else from -v/-q
+    /// (default: warnings).
+    pub fn init_logging(&self) {
+        let level = match (self.verbose as i8) - (self.quiet as i8) {
+            i8::MIN..=-2 => "off",
+            -1 => "error",
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init();
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// True when an error chain ends in a closed pipe (`| head`): a clean exit.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause.downcast_ref::<crate::tail::TailError>().is_some_and(|e| matches!(e, crate::tail::TailError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe))
+    })
+}
+
+/// Reports `error` and returns the exit code `code`.
+pub fn fail(program: &str, code: u8, error: impl Into<anyhow::Error>) -> std::process::ExitCode {
+    report(program, &error.into());
+    std::process::ExitCode::from(code)
+}
+
+/// Prints an error chain on one line, prefixed with the program name.
+pub fn report(program: &str, error: &anyhow::Error) {
+    eprintln!("{program}: error: {error:#}");
+}

@@ -1,0 +1,286 @@
+//! The envelope: frames `[topic, body]`, where the body is the JSON object
+//! `{topic, msg, timestamp, msg_id, i, username, ...}`.
+//!
+//! [`Message`] is what readers get: the frame topic, the parsed body and the
+//! body bytes exactly as received (so relays and gateways can forward them
+//! untouched). [`Message::decode`] refuses malformed input with a
+//! [`DecodeError`] that names the problem, never a panic.
+
+use crate::canonical;
+use crate::topic::Topic;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// Why a received ZeroMQ message is not a fedmsg message.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// fedmsg messages have exactly two frames.
+    #[error("expected 2 frames (topic, body), got {0}")]
+    FrameCount(usize),
+    /// The body is larger than `max_message_size`.
+    #[error("body of {size} bytes exceeds max_message_size {limit}")]
+    TooLarge {
+        /// The body's size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The topic frame is not UTF-8.
+    #[error("topic frame is not valid UTF-8")]
+    TopicUtf8,
+    /// The body frame is not UTF-8.
+    #[error("body is not valid UTF-8 (at byte {0})")]
+    BodyUtf8(usize),
+    /// The body is not JSON.
+    #[error("body is not JSON: {0}")]
+    Json(String),
+    /// The body is JSON but not an object.
+    #[error("body is a JSON {0}, not an object")]
+    NotObject(&'static str),
+}
+
+impl DecodeError {
+    /// A short stable label, used for counters and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DecodeError::FrameCount(_) => "frame_count",
+            DecodeError::TooLarge { .. } => "oversized",
+            DecodeError::TopicUtf8 => "topic_utf8",
+            DecodeError::BodyUtf8(_) => "body_utf8",
+            DecodeError::Json(_) => "json",
+            DecodeError::NotObject(_) => "not_object",
+        }
+    }
+}
+
+/// A received (or built) fedmsg message. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Message {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    topic: String,
+    body: Map<String, Value>,
+    raw: Bytes,
+}
+
+impl Message {
+    /// Decodes the frames of one ZeroMQ message.
+    pub fn decode(frames: &[Bytes], max_size: usize) -> Result<Message, DecodeError> {
+        let [topic, body] = frames else {
+            return Err(DecodeError::FrameCount(frames.len()));
+        };
+        if body.len() > max_size {
+            return Err(DecodeError::TooLarge {
+                size: body.len(),
+                limit: max_size,
+            });
+        }
+        let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::TopicUtf8)?;
+        if let Err(e) = std::str::from_utf8(body) {
+            return Err(DecodeError::BodyUtf8(e.valid_up_to()));
+        }
+        let value = canonical::parse(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+        match value {
+            Value::Object(map) => Ok(Message {
+                inner: Arc::new(Inner {
+                    topic: topic.to_owned(),
+                    body: map,
+                    raw: body.clone(),
+                }),
+            }),
+            other => Err(DecodeError::NotObject(kind(&other))),
+        }
+    }
+
+    /// Wraps an envelope that was built here; `raw` is its wire form.
+    pub(crate) fn from_parts(topic: String, body: Map<String, Value>, raw: Bytes) -> Message {
+        Message {
+            inner: Arc::new(Inner { topic, body, raw }),
+        }
+    }
+
+    /// Builds a message from a body object (as read from a file or an archive),
+    /// with the frame topic taken from the body's `topic`.
+    pub fn from_body(body: Map<String, Value>) -> Message {
+        let topic = body
+            .get("topic")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let raw = Bytes::from(canonical::to_canonical(&Value::Object(body.clone())));
+        Message::from_parts(topic, body, raw)
+    }
+
+    /// The topic of frame 0 (what subscriptions match).
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// The whole envelope.
+    pub fn body(&self) -> &Map<String, Value> {
+        &self.inner.body
+    }
+
+    /// The body bytes exactly as they were received or sent.
+    pub fn raw_body(&self) -> &Bytes {
+        &self.inner.raw
+    }
+
+    /// The payload (`msg`), `Null` when absent.
+    pub fn msg(&self) -> &Value {
+        self.inner.body.get("msg").unwrap_or(&Value::Null)
+    }
+
+    /// The unique id, `<year>-<uuid4>`.
+    pub fn msg_id(&self) -> Option<&str> {
+        self.inner.body.get("msg_id").and_then(Value::as_str)
+    }
+
+    /// The per-publisher sequence number.
+    pub fn i(&self) -> Option<u64> {
+        self.inner.body.get("i").and_then(Value::as_u64)
+    }
+
+    /// Seconds since the epoch (an integer from fedmsg, a float from archives).
+    pub fn timestamp(&self) -> Option<f64> {
+        self.inner.body.get("timestamp").and_then(Value::as_f64)
+    }
+
+    /// The publishing process's user.
+    pub fn username(&self) -> Option<&str> {
+        self.inner.body.get("username").and_then(Value::as_str)
+    }
+
+    /// The envelope in canonical form (sorted keys, ASCII), as fedmsg sends it.
+    pub fn to_canonical(&self) -> String {
+        canonical::to_canonical(&Value::Object(self.inner.body.clone()))
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Python truthiness, used for fedmsg's `msg or dict()`.
+fn is_falsy(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// Builds an envelope the way fedmsg's `publish` does: a falsy `msg`
+/// becomes `{}`, `timestamp` is whole seconds, `msg_id` is
+/// `<year>-<uuid4>` (UTC year).
+pub fn build(topic: &Topic, msg: Value, i: u64, username: &str) -> Map<String, Value> {
+    let now = chrono::Utc::now();
+    let msg = if is_falsy(&msg) {
+        Value::Object(Map::new())
+    } else {
+        msg
+    };
+    let mut body = Map::new();
+    body.insert("topic".into(), Value::String(topic.as_str().to_owned()));
+    body.insert("msg".into(), msg);
+    body.insert("timestamp".into(), Value::from(now.timestamp()));
+    body.insert(
+        "msg_id".into(),
+        Value::String(format!("{}-{}", now.format("%Y"), uuid::Uuid::new_v4())),
+    );
+    body.insert("i".into(), Value::from(i));
+    body.insert("username".into(), Value::String(username.to_owned()));
+    body
+}
+
+/// The current user's name, as Python's `getpass.getuser()` finds it.
+pub fn current_username() -> String {
+    for var in ["LOGNAME", "USER", "LNAME", "USERNAME"] {
+        if let Ok(name) = std::env::var(var) {
+            if !name.is_empty() {
+                return name;
+            }
+        }
+    }
+    uid_name().unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn uid_name() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        (fields.next()? == uid).then(|| name.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parts: &[&[u8]]) -> Vec<Bytes> {
+        parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
+    }
+
+    #[test]
+    fn decodes_a_fedmsg_message() {
+        let m = Message::decode(&frames(&[b"t.a", br#"{"i":3,"msg":{"a":1},"msg_id":"2026-x","topic":"t.a","timestamp":5,"username":"u"}"#]), 1000).unwrap();
+        assert_eq!(m.topic(), "t.a");
+        assert_eq!(m.i(), Some(3));
+        assert_eq!(m.msg()["a"], 1);
+        assert_eq!(m.username(), Some("u"));
+        assert_eq!(m.timestamp(), Some(5.0));
+    }
+
+    #[test]
+    fn refuses_each_kind_of_bad_input() {
+        let cases: Vec<(Vec<Bytes>, &str)> = vec![
+            (frames(&[b"only"]), "frame_count"),
+            (frames(&[b"a", b"{}", b"c"]), "frame_count"),
+            (frames(&[b"\xff", b"{}"]), "topic_utf8"),
+            (frames(&[b"t", b"{\"a\":\"\xff\"}"]), "body_utf8"),
+            (frames(&[b"t", b"{not json"]), "json"),
+            (frames(&[b"t", b"[1,2]"]), "not_object"),
+            (frames(&[b"t", &[b' '; 2000]]), "oversized"),
+        ];
+        for (input, label) in cases {
+            let err = Message::decode(&input, 1000).unwrap_err();
+            assert_eq!(err.label(), label, "{err}");
+        }
+    }
+
+    #[test]
+    fn build_follows_fedmsg() {
+        let topic: Topic = "org.x.dev.m.t".parse().unwrap();
+        let body = build(&topic, Value::Null, 1, "me");
+        assert_eq!(body["msg"], Value::Object(Map::new()));
+        assert_eq!(body["i"], 1);
+        assert!(body["timestamp"].is_i64());
+        let id = body["msg_id"].as_str().unwrap();
+        assert_eq!(id.len(), 4 + 1 + 36);
+        assert_eq!(&id[4..5], "-");
+        assert!(uuid::Uuid::parse_str(&id[5..]).is_ok());
+    }
+}

@@ -1,0 +1,51 @@
+//! fedmsg-rs: a brokerless, federated message bus over ZeroMQ,
+//! wire-compatible with Python fedmsg.
+//!
+//! Every publishing process binds a PUB socket listed under its name
+//! (`<program>.<host>`) in a shared endpoints configuration; subscribers
+//! connect to every endpoint and filter by topic prefix. Messages are two
+//! frames, `[topic, body]`, where the body is a JSON envelope in Python's
+//! canonical form.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), fedmsg::PublishError> {
+//! // From synchronous code: one call, a process-wide publisher.
+//! fedmsg::publish("update", "bodhi", &serde_json::json!({"package": "kernel"}))?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! * [`config`]: fedmsg's keys in TOML, layered and validated once.
+//! * [`topic`], [`endpoint`]: the validated newtypes at the boundary.
+//! * [`canonical`]: Python-exact JSON (the bytes fedmsg signs and sends).
+//! * [`envelope`]: the message body and the decoding of received frames.
+//! * [`publish`]: the [`Publisher`] handle and the blocking [`publish()`].
+//! * [`subscribe`]: the [`Subscription`] stream over every endpoint.
+//! * [`relay`]: `fedmsg-relay`, active publishers in, subscribers out.
+//! * [`tail`], [`logger`], [`meta`]: the command-line tools' behaviour.
+//! * [`cli`]: flags, logging and exit codes shared by the binaries.
+//! * `transport` (private): the only module that touches the `zeromq` crate.
+
+#![warn(missing_docs)]
+
+pub mod canonical;
+pub mod cli;
+pub mod config;
+pub mod endpoint;
+pub mod envelope;
+pub mod logger;
+pub mod meta;
+pub mod publish;
+pub mod relay;
+pub mod subscribe;
+pub mod tail;
+pub mod topic;
+mod transport;
+
+pub use config::{Config, ConfigError, Loader};
+pub use endpoint::Endpoint;
+pub use envelope::{DecodeError, Message};
+pub use publish::{publish, PublishError, Publisher};
+pub use subscribe::{Received, Subscriber, Subscription};
+pub use topic::Topic;

@@ -1,0 +1,340 @@
+//! Publishing: one [`Publisher`] per process, a cheap `Clone` handle over a
+//! single task that owns the socket.
+//!
+//! Unlike fedmsg, which needs one endpoint per thread, every thread and task
+//! of a process shares the one publisher and its one endpoint. Two modes:
+//!
+//! * **bound** (default): bind the first free address listed for the
+//!   publisher's name (`<program>.<short hostname>` or `name`);
+//! * **active**: connect to `relay_inbound` (what `fedmsg-logger` does);
+//!   sends then wait until the relay listens and every message is written.
+//!
+//! For synchronous programs, [`crate::publish`] is a blocking one-call API
+//! over a process-wide publisher.
+
+use crate::config::Config;
+use crate::endpoint::Endpoint;
+use crate::envelope::{self, Message};
+use crate::topic::Topic;
+use crate::transport::{ConnectedPub, PubSocket, TransportError};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum PublishError {
+    /// No address is configured for this publisher's name.
+    #[error("no endpoint is configured for publisher name `{name}`: add `\"{name}\" = [\"tcp://HOST:PORT\"]` under [endpoints], set `name`, or set `active = true` to publish through fedmsg-relay")]
+    NoEndpoint {
+        /// The publisher name.
+        name: String,
+    },
+    /// Every configured address was taken.
+    #[error("no free endpoint for publisher name `{name}`; tried {}", tried.iter().map(|(a, r)| format!("{a} ({r})")).collect::<Vec<_>>().join(", "))]
+    NoFreeEndpoint {
+        /// The publisher name.
+        name: String,
+        /// Each address tried, with the reason it failed.
+        tried: Vec<(String, String)>,
+    },
+    /// Active mode without a `relay_inbound` address.
+    #[error("active mode needs `relay_inbound` in the configuration")]
+    NoRelay,
+    /// The relay could not be reached.
+    #[error("cannot reach fedmsg-relay: {0}")]
+    Relay(String),
+    /// The message could not be turned into JSON.
+    #[error("message is not serialisable as JSON: {0}")]
+    Serialize(String),
+    /// The socket failed.
+    #[error("{0}")]
+    Transport(String),
+    /// The publisher task is gone (the publisher was closed).
+    #[error("the publisher is closed")]
+    Closed,
+    /// The configuration says not to publish.
+    #[error("publishing is disabled by `mute = true`")]
+    Muted,
+}
+
+enum Command {
+    Publish(Topic, Value),
+    Flush(oneshot::Sender<Result<(), PublishError>>),
+}
+
+/// Settings a publisher keeps from the configuration.
+#[derive(Debug, Clone)]
+struct Identity {
+    name: String,
+    endpoint: Endpoint,
+    topic_prefix: String,
+    environment: String,
+}
+
+/// A handle to the process's publisher. Clone it freely: every clone feeds
+/// the same task and socket, and messages from one clone keep their order.
+#[derive(Clone)]
+pub struct Publisher {
+    commands: mpsc::Sender<Command>,
+    identity: Arc<Identity>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("name", &self.identity.name)
+            .field("endpoint", &self.identity.endpoint)
+            .finish()
+    }
+}
+
+enum Sink {
+    Bound(PubSocket),
+    Connected(ConnectedPub),
+}
+
+impl Sink {
+    async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        match self {
+            Sink::Bound(s) => s.send(frames).await,
+            Sink::Connected(s) => s.send(frames).await,
+        }
+    }
+}
+
+/// `<program>.<short hostname>`, fedmsg's default publisher name.
+pub fn default_name() -> String {
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "fedmsg".to_owned());
+    format!("{program}.{}", short_hostname())
+}
+
+/// The host name up to its first dot.
+pub fn short_hostname() -> String {
+    let full = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    full.split('.').next().unwrap_or("localhost").to_owned()
+}
+
+impl Publisher {
+    /// Creates the publisher the configuration asks for: active (connect to
+    /// the relay) if `active = true`, otherwise bound under its name.
+    pub async fn from_config(config: &Config) -> Result<Publisher, PublishError> {
+        if config.mute {
+            return Err(PublishError::Muted);
+        }
+        if config.active {
+            Self::connect(config).await
+        } else {
+            let name = config.name.clone().unwrap_or_else(default_name);
+            Self::bind(config, &name).await
+        }
+    }
+
+    /// Binds the first free address listed for `name` in `endpoints`.
+    pub async fn bind(config: &Config, name: &str) -> Result<Publisher, PublishError> {
+        let addresses = config
+            .endpoints
+            .get(name)
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| PublishError::NoEndpoint {
+                name: name.to_owned(),
+            })?;
+        let mut tried = Vec::new();
+        for address in addresses {
+            match PubSocket::bind(address, &config.keepalive).await {
+                Ok(socket) => {
+                    let endpoint = socket.endpoint().clone();
+                    tracing::info!(name, endpoint = %endpoint, "publisher bound");
+                    return Ok(Self::spawn(config, name, endpoint, Sink::Bound(socket)));
+                }
+                Err(e) => {
+                    tracing::debug!(name, endpoint = %address, error = %e, "endpoint not available");
+                    tried.push((address.to_string(), reason_of(&e)));
+                }
+            }
+        }
+        Err(PublishError::NoFreeEndpoint {
+            name: name.to_owned(),
+            tried,
+        })
+    }
+
+    /// Connects to the relay's `relay_inbound` address (fedmsg's active
+    /// mode), waiting at most `timeout` for it to listen.
+    pub async fn connect(config: &Config) -> Result<Publisher, PublishError> {
+        let endpoint = config.relay_inbound.first().ok_or(PublishError::NoRelay)?;
+        let socket = ConnectedPub::connect(endpoint, config.timeout)
+            .await
+            .map_err(|e| PublishError::Relay(e.to_string()))?;
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| "relay_inbound".to_owned());
+        Ok(Self::spawn(
+            config,
+            &name,
+            endpoint.clone(),
+            Sink::Connected(socket),
+        ))
+    }
+
+    fn spawn(config: &Config, name: &str, endpoint: Endpoint, sink: Sink) -> Publisher {
+        let (commands, receiver) = mpsc::channel(1024);
+        let identity = Arc::new(Identity {
+            name: name.to_owned(),
+            endpoint,
+            topic_prefix: config.topic_prefix.clone(),
+            environment: config.environment.clone(),
+        });
+        tokio::spawn(run(sink, receiver));
+        Publisher { commands, identity }
+    }
+
+    /// The publisher's name.
+    pub fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    /// The address bound (or, in active mode, the relay's address).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.identity.endpoint
+    }
+
+    /// The full topic `publish(topic, modname, ..)` would use.
+    pub fn topic(&self, topic: &str, modname: &str) -> Topic {
+        Topic::build(
+            &self.identity.topic_prefix,
+            &self.identity.environment,
+            modname,
+            topic,
+        )
+    }
+
+    /// Publishes `msg` on `<prefix>.<env>.<modname>.<topic>`. Returns once the
+    /// message is queued; use [`Publisher::flush`] to wait for the socket.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        modname: &str,
+        msg: &T,
+    ) -> Result<(), PublishError> {
+        let value =
+            serde_json::to_value(msg).map_err(|e| PublishError::Serialize(e.to_string()))?;
+        let topic = self.topic(topic, modname);
+        self.commands
+            .send(Command::Publish(topic, value))
+            .await
+            .map_err(|_| PublishError::Closed)
+    }
+
+    /// Waits until every message queued so far has been handed to the
+    /// socket (in active mode: written to the relay connection), and reports
+    /// the first error since the last flush.
+    pub async fn flush(&self) -> Result<(), PublishError> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::Flush(done))
+            .await
+            .map_err(|_| PublishError::Closed)?;
+        wait.await.map_err(|_| PublishError::Closed)?
+    }
+}
+
+fn reason_of(error: &TransportError) -> String {
+    match error {
+        TransportError::Bind { reason, .. } | TransportError::Connect { reason, .. } => {
+            reason.clone()
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn run(mut sink: Sink, mut commands: mpsc::Receiver<Command>) {
+    let username = envelope::current_username();
+    let mut counter: u64 = 0;
+    let mut error: Option<PublishError> = None;
+    let mut out = String::with_capacity(512);
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Publish(topic, msg) => {
+                counter += 1;
+                let body = envelope::build(&topic, msg, counter, &username);
+                out.clear();
+                crate::canonical::write_canonical(&mut out, &Value::Object(body));
+                let frames = vec![
+                    Bytes::copy_from_slice(topic.as_bytes()),
+                    Bytes::copy_from_slice(out.as_bytes()),
+                ];
+                if let Err(e) = sink.send(frames).await {
+                    tracing::warn!(error = %e, "publish failed");
+                    error.get_or_insert(PublishError::Transport(e.to_string()));
+                }
+            }
+            Command::Flush(done) => {
+                let _ = done.send(error.take().map_or(Ok(()), Err));
+            }
+        }
+    }
+}
+
+/// A message built exactly as [`Publisher::publish`] would send it, for
+/// tests and tools that need the bytes without a socket.
+pub fn build_message(topic: &Topic, msg: Value, i: u64, username: &str) -> Message {
+    let body = envelope::build(topic, msg, i, username);
+    let raw = Bytes::from(crate::canonical::to_canonical(&Value::Object(body.clone())));
+    Message::from_parts(topic.as_str().to_owned(), body, raw)
+}
+
+struct Global {
+    runtime: tokio::runtime::Runtime,
+    publisher: Publisher,
+}
+
+static GLOBAL: Mutex<Option<Arc<Global>>> = Mutex::new(None);
+
+fn global() -> Result<Arc<Global>, PublishError> {
+    let mut slot = GLOBAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(global) = slot.as_ref() {
+        return Ok(global.clone());
+    }
+    let config = crate::config::load().map_err(|e| PublishError::Transport(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("fedmsg-publisher")
+        .enable_all()
+        .build()
+        .map_err(|e| PublishError::Transport(e.to_string()))?;
+    let publisher = runtime.block_on(Publisher::from_config(&config))?;
+    let global = Arc::new(Global { runtime, publisher });
+    *slot = Some(global.clone());
+    Ok(global)
+}
+
+/// Publishes one message from synchronous code, fedmsg-style:
+/// `fedmsg::publish("update", "bodhi", &json!({...}))`.
+///
+/// The first call loads the configuration and creates a process-wide
+/// publisher (bound under `<program>.<host>`, or active if configured); later
+/// calls from any thread reuse it. Returns once the message is handed to the
+/// socket. Must not be called from inside an async runtime: async code uses
+/// [`Publisher`] directly.
+pub fn publish<T: Serialize + ?Sized>(
+    topic: &str,
+    modname: &str,
+    msg: &T,
+) -> Result<(), PublishError> {
+    let global = global()?;
+    global.runtime.block_on(async {
+        global.publisher.publish(topic, modname, msg).await?;
+        global.publisher.flush().await
+    })
+}

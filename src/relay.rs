@@ -1,0 +1,155 @@
+//! `fedmsg-relay`: a bound SUB socket at `relay_inbound` for active
+//! publishers (fedmsg-logger, scripts), re-published on the first free
+//! `endpoints.relay_outbound` address.
+//!
+//! Frames are forwarded exactly as received: no parsing, no
+//! re-serialisation (Python's relay re-encodes bodies; signatures survive
+//! either way because verifiers re-canonicalise). Only what cannot be a
+//! fedmsg message (frame count ≠ 2, oversized body) is dropped, with a log
+//! line and a counter.
+
+use crate::config::Config;
+use crate::endpoint::Endpoint;
+use crate::envelope::DecodeError;
+use crate::transport::{BoundSub, PubSocket};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Why the relay could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// `relay_inbound` is not configured.
+    #[error("`relay_inbound` is not configured")]
+    NoInbound,
+    /// `endpoints.relay_outbound` is not configured.
+    #[error("`endpoints.relay_outbound` is not configured")]
+    NoOutbound,
+    /// The inbound address could not be bound.
+    #[error("cannot bind relay_inbound: {0}")]
+    Inbound(String),
+    /// No outbound address could be bound.
+    #[error("cannot bind any relay_outbound endpoint; tried {}", .0.join(", "))]
+    Outbound(Vec<String>),
+    /// Receiving failed.
+    #[error("relay stopped: {0}")]
+    Io(String),
+}
+
+/// Counters of a running relay.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Messages forwarded.
+    pub forwarded: AtomicU64,
+    /// Messages dropped as malformed.
+    pub dropped: AtomicU64,
+}
+
+/// The addresses a relay actually bound, reported once it is ready.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// Where active publishers connect.
+    pub inbound: Vec<Endpoint>,
+    /// Where subscribers connect.
+    pub outbound: Endpoint,
+}
+
+/// Runs the relay until `shutdown` completes. `ready` is called once both
+/// sides are bound.
+pub async fn run(
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(&Bound),
+) -> Result<Arc<RelayStats>, RelayError> {
+    if config.relay_inbound.is_empty() {
+        return Err(RelayError::NoInbound);
+    }
+    let outbound_list = config
+        .endpoints
+        .get("relay_outbound")
+        .filter(|l| !l.is_empty())
+        .ok_or(RelayError::NoOutbound)?;
+    let mut tried = Vec::new();
+    let mut outbound = None;
+    for address in outbound_list {
+        match PubSocket::bind(address, &config.keepalive).await {
+            Ok(socket) => {
+                outbound = Some(socket);
+                break;
+            }
+            Err(e) => tried.push(e.to_string()),
+        }
+    }
+    let mut outbound = outbound.ok_or(RelayError::Outbound(tried))?;
+    let mut inbound_sockets = Vec::new();
+    for address in &config.relay_inbound {
+        inbound_sockets.push(
+            BoundSub::bind(address, &config.keepalive)
+                .await
+                .map_err(|e| RelayError::Inbound(e.to_string()))?,
+        );
+    }
+    let bound = Bound {
+        inbound: inbound_sockets
+            .iter()
+            .map(|s| s.endpoint().clone())
+            .collect(),
+        outbound: outbound.endpoint().clone(),
+    };
+    tracing::info!(inbound = ?bound.inbound.iter().map(ToString::to_string).collect::<Vec<_>>(), outbound = %bound.outbound, "relay ready");
+    ready(&bound);
+
+    let stats = Arc::new(RelayStats::default());
+    // Several inbound addresses feed one queue; one is the common case.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(4096);
+    for mut socket in inbound_sockets {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            loop {
+                let frames = socket.recv().await;
+                let failed = frames.is_err();
+                if sender.send(frames).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+    }
+    drop(sender);
+    let max = config.max_message_size;
+    tokio::pin!(shutdown);
+    loop {
+        let frames = tokio::select! {
+            _ = &mut shutdown => break,
+            frames = receiver.recv() => frames,
+        };
+        let frames = match frames {
+            Some(Ok(frames)) => frames,
+            Some(Err(e)) => return Err(RelayError::Io(e.to_string())),
+            None => break,
+        };
+        let problem = match frames.as_slice() {
+            [_, body] if body.len() > max => Some(DecodeError::TooLarge {
+                size: body.len(),
+                limit: max,
+            }),
+            [_, _] => None,
+            other => Some(DecodeError::FrameCount(other.len())),
+        };
+        if let Some(problem) = problem {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(reason = problem.label(), error = %problem, "relay dropped malformed message");
+            continue;
+        }
+        if let Err(e) = outbound.send(frames).await {
+            tracing::warn!(error = %e, "relay could not forward");
+            continue;
+        }
+        stats.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::info!(
+        forwarded = stats.forwarded.load(Ordering::Relaxed),
+        dropped = stats.dropped.load(Ordering::Relaxed),
+        "relay stopped"
+    );
+    Ok(stats)
+}

@@ -1,0 +1,331 @@
+//! The one module that touches the `zeromq` crate.
+//!
+//! It closes that crate's gaps for the rest of the library:
+//!
+//! * **`tcp://*:port`** is bound as every interface (`0.0.0.0`).
+//! * **Bound sockets** get fedmsg's TCP keepalive settings through a
+//!   pre-configured listener (accepted connections inherit them).
+//! * **Connect that gives up**: subscribers run one SUB socket per endpoint in
+//!   its own task, retrying with fedmsg's `zmq_reconnect_ivl` backoff for as
+//!   long as the reader lives, and starting over when the peer goes away.
+//! * **No linger, no delivery signal on PUB**: a connecting publisher (the
+//!   logger's path to the relay) uses an XPUB socket, waits until the relay's
+//!   subscription has arrived before sending, and every send returns only once
+//!   the frames are written to the connection.
+
+use crate::config::Keepalive;
+use crate::endpoint::Endpoint;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+
+/// A transport failure, carrying the address involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Binding an address failed.
+    #[error("cannot bind {endpoint}: {reason}")]
+    Bind {
+        /// The address.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// Connecting failed or timed out.
+    #[error("cannot connect to {endpoint}: {reason}")]
+    Connect {
+        /// The address.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// Sending failed.
+    #[error("cannot send: {0}")]
+    Send(String),
+    /// Receiving failed.
+    #[error("cannot receive: {0}")]
+    Recv(String),
+}
+
+/// Sends one multipart message; an empty frame list sends nothing.
+async fn send_frames<S: SocketSend>(
+    socket: &mut S,
+    frames: Vec<Bytes>,
+) -> Result<(), TransportError> {
+    let Ok(message) = ZmqMessage::try_from(frames) else {
+        return Ok(());
+    };
+    socket
+        .send(message)
+        .await
+        .map_err(|e| TransportError::Send(e.to_string()))
+}
+
+/// Binds `endpoint` on `socket`, applying keepalive to TCP listeners.
+async fn bind_socket<S: Socket>(
+    socket: &mut S,
+    endpoint: &Endpoint,
+    keepalive: &Keepalive,
+) -> Result<Endpoint, TransportError> {
+    let failed = |reason: String| TransportError::Bind {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let bound = match endpoint {
+        Endpoint::Tcp { host, port } => {
+            let host = match host.as_str() {
+                "*" => "0.0.0.0",
+                other => other.trim_start_matches('[').trim_end_matches(']'),
+            };
+            let listener =
+                tcp_listener(host, *port, keepalive).map_err(|e| failed(e.to_string()))?;
+            socket
+                .bind_listener(listener)
+                .await
+                .map_err(|e| failed(e.to_string()))?
+        }
+        Endpoint::Ipc(_) => socket
+            .bind(&endpoint.bind_address())
+            .await
+            .map_err(|e| failed(e.to_string()))?,
+    };
+    Ok(bound
+        .to_string()
+        .parse()
+        .unwrap_or_else(|_| endpoint.clone()))
+}
+
+fn tcp_listener(
+    host: &str,
+    port: u16,
+    keepalive: &Keepalive,
+) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket as RawSocket, TcpKeepalive, Type};
+    use std::net::ToSocketAddrs;
+    let address = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("host {host:?} has no address"),
+        )
+    })?;
+    let socket = RawSocket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if keepalive.enabled {
+        let params = TcpKeepalive::new()
+            .with_time(keepalive.idle)
+            .with_interval(keepalive.interval)
+            .with_retries(keepalive.count);
+        socket.set_tcp_keepalive(&params)?;
+    }
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// A bound PUB socket: fans each message out to every matching subscriber
+/// and drops for subscribers that fall too far behind, so a stalled reader
+/// never slows the others.
+pub struct PubSocket {
+    socket: zeromq::PubSocket,
+    endpoint: Endpoint,
+}
+
+impl PubSocket {
+    /// Binds a PUB socket to `endpoint`.
+    pub async fn bind(
+        endpoint: &Endpoint,
+        keepalive: &Keepalive,
+    ) -> Result<PubSocket, TransportError> {
+        let mut socket = zeromq::PubSocket::new();
+        let endpoint = bind_socket(&mut socket, endpoint, keepalive).await?;
+        Ok(PubSocket { socket, endpoint })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Queues one message for every subscriber.
+    pub async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        send_frames(&mut self.socket, frames).await
+    }
+}
+
+/// A publisher that connects to a relay's bound SUB socket (fedmsg's active
+/// mode). Built on XPUB so it can tell when the relay is listening and
+/// when frames are written.
+pub struct ConnectedPub {
+    socket: zeromq::XPubSocket,
+}
+
+impl ConnectedPub {
+    /// Connects to `endpoint` and waits until the peer has subscribed, for at
+    /// most `timeout`.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<ConnectedPub, TransportError> {
+        let failed = |reason: String| TransportError::Connect {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let mut options = SocketOptions::default();
+        options.connect_timeout(timeout);
+        let mut socket = zeromq::XPubSocket::with_options(options);
+        let deadline = tokio::time::Instant::now() + timeout;
+        tokio::time::timeout_at(deadline, socket.connect(&endpoint.connect_address()))
+            .await
+            .map_err(|_| failed(format!("no answer within {} ms", timeout.as_millis())))?
+            .map_err(|e| failed(e.to_string()))?;
+        // The first message an XPUB receives is the peer's subscription.
+        tokio::time::timeout_at(deadline, socket.recv())
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "connected, but no subscription arrived within {} ms",
+                    timeout.as_millis()
+                ))
+            })?
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(ConnectedPub { socket })
+    }
+
+    /// Sends one message; returns once it is written to the connection.
+    pub async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        send_frames(&mut self.socket, frames).await
+    }
+}
+
+/// A bound SUB socket subscribed to everything (the relay's inbound side).
+pub struct BoundSub {
+    socket: zeromq::SubSocket,
+    endpoint: Endpoint,
+}
+
+impl BoundSub {
+    /// Binds a SUB socket to `endpoint` and subscribes to every topic.
+    pub async fn bind(
+        endpoint: &Endpoint,
+        keepalive: &Keepalive,
+    ) -> Result<BoundSub, TransportError> {
+        let mut socket = zeromq::SubSocket::new();
+        socket
+            .subscribe("")
+            .await
+            .map_err(|e| TransportError::Bind {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            })?;
+        let endpoint = bind_socket(&mut socket, endpoint, keepalive).await?;
+        Ok(BoundSub { socket, endpoint })
+    }
+
+    /// The address actually bound.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Receives the next message's frames.
+    pub async fn recv(&mut self) -> Result<Vec<Bytes>, TransportError> {
+        self.socket
+            .recv()
+            .await
+            .map(ZmqMessage::into_vec)
+            .map_err(|e| TransportError::Recv(e.to_string()))
+    }
+}
+
+/// What a connecting SUB task reports.
+#[derive(Debug)]
+pub enum SubEvent {
+    /// The frames of one message from endpoint number `.0`.
+    Frames(usize, Vec<Bytes>),
+    /// Endpoint number `.0` is connected.
+    Connected(usize),
+    /// Endpoint number `.0` went away; reconnecting.
+    Disconnected(usize),
+}
+
+/// Reconnect policy for connecting subscribers.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// First interval.
+    pub initial: Duration,
+    /// Cap.
+    pub max: Duration,
+}
+
+/// Runs one SUB socket connected to `endpoint` until `events` is closed:
+/// connects (retrying with `backoff`), subscribes to `prefixes`, forwards
+/// every message, and starts over when the publisher goes away.
+pub async fn run_connected_sub(
+    index: usize,
+    endpoint: Endpoint,
+    prefixes: Vec<String>,
+    backoff: Backoff,
+    events: mpsc::Sender<SubEvent>,
+) {
+    let address = endpoint.connect_address();
+    let mut interval = backoff.initial;
+    loop {
+        let mut options = SocketOptions::default();
+        options.connect_timeout(interval);
+        let mut socket = zeromq::SubSocket::with_options(options);
+        for prefix in &prefixes {
+            if socket.subscribe(prefix).await.is_err() {
+                return;
+            }
+        }
+        let mut monitor = socket.monitor();
+        let connected = tokio::select! {
+            result = socket.connect(&address) => result.is_ok(),
+            _ = events.closed() => return,
+        };
+        if !connected {
+            tracing::debug!(endpoint = %endpoint, retry_ms = interval.as_millis() as u64, "publisher not reachable yet");
+            interval = (interval * 2).min(backoff.max);
+            continue;
+        }
+        interval = backoff.initial;
+        if events.send(SubEvent::Connected(index)).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                received = socket.recv() => match received {
+                    Ok(message) => {
+                        if events.send(SubEvent::Frames(index, message.into_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                },
+                event = monitor.next() => match event {
+                    Some(SocketEvent::Disconnected(_)) | None => break,
+                    Some(_) => {}
+                },
+                _ = events.closed() => return,
+            }
+        }
+        // Drain what already arrived before giving the socket up.
+        while let Some(Ok(message)) = futures::FutureExt::now_or_never(socket.recv()) {
+            if events
+                .send(SubEvent::Frames(index, message.into_vec()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if events.send(SubEvent::Disconnected(index)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The library over real sockets: publisher, subscriber, relay, bad input.
+
+use crate::util::{free_port, Bus, WAIT};
+use bytes::Bytes;
+use fedmsg::{Config, Endpoint, Loader, Publisher, Received, Subscriber, Subscription};
+use futures::StreamExt;
+use serde_json::json;
+use std::time::Duration;
+use zeromq::{Socket, SocketSend};
+
+fn load(bus: &Bus) -> Config {
+    Loader::isolated()
+        .file(Some(bus.config.clone()))
+        .load()
+        .expect("test config")
+}
+
+async fn next(subscription: &mut Subscription) -> Received {
+    tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("no message in time")
+        .expect("stream ended")
+}
+
+/// Publishes probes until the subscriber sees one, so the publisher has the
+/// subscription before the test's real messages (no fixed sleep).
+async fn warm_up(publisher: &Publisher, subscription: &mut Subscription) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        publisher
+            .publish("probe", "warmup", &json!({}))
+            .await
+            .unwrap();
+        if let Ok(Some(received)) =
+            tokio::time::timeout(Duration::from_millis(50), subscription.next()).await
+        {
+            assert!(received.topic().ends_with("warmup.probe"));
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(50), subscription.next()).await
+            {
+            }
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscriber never received a probe"
+        );
+    }
+}
+
+fn endpoint(port: u16) -> Endpoint {
+    format!("tcp://127.0.0.1:{port}").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_builds_fedmsg_envelopes_and_prefixes_filter() {
+    let port = free_port();
+    let bus = Bus::new("", &format!("\"svc.host\" = \"tcp://127.0.0.1:{port}\""));
+    let config = load(&bus);
+    let publisher = Publisher::bind(&config, "svc.host").await.unwrap();
+    assert_eq!(publisher.endpoint(), &endpoint(port));
+    let mut subscription = Subscriber::new(vec![("svc.host".into(), endpoint(port))])
+        .topic("org.fedoraproject.dev.warmup")
+        .topics(["org.fedoraproject.dev.a.", "org.fedoraproject.dev.b."])
+        .subscribe();
+    warm_up(&publisher, &mut subscription).await;
+    publisher
+        .publish("x", "c", &json!({"skip": true}))
+        .await
+        .unwrap();
+    publisher
+        .publish("one", "a", &json!({"n": 1, "u": "café"}))
+        .await
+        .unwrap();
+    publisher.publish("two", "b", &json!(null)).await.unwrap();
+    publisher.flush().await.unwrap();
+
+    let first = next(&mut subscription).await;
+    assert_eq!(first.name, "svc.host");
+    assert_eq!(first.topic(), "org.fedoraproject.dev.a.one");
+    let body = first.message.body();
+    assert_eq!(body["topic"], "org.fedoraproject.dev.a.one");
+    assert_eq!(body["msg"], json!({"n": 1, "u": "café"}));
+    assert!(body["timestamp"].is_i64());
+    assert!(body["msg_id"]
+        .as_str()
+        .unwrap()
+        .starts_with(&chrono::Utc::now().format("%Y-").to_string()));
+    assert!(body["username"].is_string());
+    // The wire form is the canonical one (ASCII, sorted, compact).
+    assert_eq!(
+        first.message.raw_body().as_ref(),
+        first.message.to_canonical().as_bytes()
+    );
+    assert!(std::str::from_utf8(first.message.raw_body())
+        .unwrap()
+        .contains("caf\\u00e9"));
+
+    let second = next(&mut subscription).await;
+    assert_eq!(second.topic(), "org.fedoraproject.dev.b.two");
+    assert_eq!(
+        second.message.msg(),
+        &json!({}),
+        "a null msg becomes {{}} as in fedmsg"
+    );
+    assert_eq!(
+        second.message.i(),
+        first.message.i().map(|i| i + 1),
+        "i counts per publisher"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publisher_is_shared_by_tasks_and_threads() {
+    let port = free_port();
+    let bus = Bus::new("", &format!("\"svc.host\" = \"tcp://127.0.0.1:{port}\""));
+    let publisher = Publisher::bind(&load(&bus), "svc.host").await.unwrap();
+    let mut subscription = Subscriber::new(vec![("svc.host".into(), endpoint(port))]).subscribe();
+    warm_up(&publisher, &mut subscription).await;
+    const EACH: u64 = 200;
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let publisher = publisher.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                publisher
+                    .publish("count", "task", &json!({"t": t, "n": n}))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let handle = tokio::runtime::Handle::current();
+    let threaded = publisher.clone();
+    let thread = std::thread::spawn(move || {
+        for n in 0..EACH {
+            handle
+                .block_on(threaded.publish("count", "thread", &json!({"n": n})))
+                .unwrap();
+        }
+    });
+    for task in tasks {
+        task.await.unwrap();
+    }
+    thread.join().unwrap();
+    publisher.flush().await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..5 * EACH {
+        let received = next(&mut subscription).await;
+        assert!(seen.insert(received.message.i().unwrap()), "duplicate i");
+    }
+    let first = *seen.first().unwrap();
+    assert_eq!(
+        *seen.last().unwrap(),
+        first + 5 * EACH - 1,
+        "i is one counter for the whole process"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_takes_the_first_free_endpoint_and_names_all_when_none_is() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let free = free_port();
+    let bus = Bus::new(
+        "",
+        &format!("\"svc.host\" = [\"tcp://127.0.0.1:{taken_port}\", \"tcp://127.0.0.1:{free}\"]"),
+    );
+    let config = load(&bus);
+    let first = Publisher::bind(&config, "svc.host").await.unwrap();
+    assert_eq!(first.endpoint(), &endpoint(free));
+    let error = Publisher::bind(&config, "svc.host")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("svc.host")
+            && error.contains(&format!(":{taken_port}"))
+            && error.contains(&format!(":{free}")),
+        "{error}"
+    );
+    let error = Publisher::bind(&config, "nobody.host")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("no endpoint is configured for publisher name `nobody.host`"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_survives_late_and_restarted_publishers() {
+    let port = free_port();
+    let bus = Bus::new("", &format!("\"svc.host\" = \"tcp://127.0.0.1:{port}\""));
+    let config = load(&bus);
+    // The subscriber starts first: nobody listens yet.
+    let mut subscription = Subscriber::from_config(&config)
+        .topic("org.fedoraproject.dev.")
+        .subscribe();
+    for round in 0..3 {
+        let publisher = Publisher::bind(&config, "svc.host").await.unwrap();
+        warm_up(&publisher, &mut subscription).await;
+        publisher
+            .publish("round", "svc", &json!({"round": round}))
+            .await
+            .unwrap();
+        let received = next(&mut subscription).await;
+        assert_eq!(received.message.msg()["round"], round);
+        drop(publisher);
+        // The old socket must release the port before the next round binds it.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "port never released"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// A raw ZeroMQ publisher, to send what fedmsg never would.
+async fn raw_publisher(port: u16) -> zeromq::PubSocket {
+    let mut socket = zeromq::PubSocket::new();
+    socket
+        .bind(&format!("tcp://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    socket
+}
+
+fn frames(parts: Vec<Vec<u8>>) -> zeromq::ZmqMessage {
+    zeromq::ZmqMessage::try_from(parts.into_iter().map(Bytes::from).collect::<Vec<_>>()).unwrap()
+}
+
+fn valid(n: u64) -> zeromq::ZmqMessage {
+    frames(vec![
+        b"org.x.dev.good".to_vec(),
+        format!("{{\"i\":{n},\"msg\":{{}},\"topic\":\"org.x.dev.good\"}}").into_bytes(),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_logged_counted_and_skipped() {
+    let port = free_port();
+    let mut raw = raw_publisher(port).await;
+    let mut subscription = Subscriber::new(vec![("raw".into(), endpoint(port))])
+        .max_message_size(1000)
+        .subscribe();
+    let stats = subscription.stats();
+    // Warm up with valid messages until one arrives.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        raw.send(valid(0)).await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(50), subscription.next())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+    }
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(50), subscription.next()).await
+    {}
+    let bad: Vec<Vec<Vec<u8>>> = vec![
+        vec![b"org.x.dev.one-frame".to_vec()],
+        vec![
+            b"org.x.dev.three".to_vec(),
+            b"{}".to_vec(),
+            b"extra".to_vec(),
+        ],
+        vec![b"org.x.dev.\xff".to_vec(), b"{}".to_vec()],
+        vec![b"org.x.dev.t".to_vec(), b"{\"a\":\"\xff\xfe\"}".to_vec()],
+        vec![b"org.x.dev.t".to_vec(), b"{not json".to_vec()],
+        vec![b"org.x.dev.t".to_vec(), b"[1,2,3]".to_vec()],
+        vec![b"org.x.dev.t".to_vec(), vec![b' '; 5000]],
+    ];
+    for parts in bad {
+        raw.send(frames(parts)).await.unwrap();
+    }
+    raw.send(valid(42)).await.unwrap();
+    let received = next(&mut subscription).await;
+    assert_eq!(
+        received.message.i(),
+        Some(42),
+        "the reader kept going past every bad message"
+    );
+    let invalid = stats.invalid();
+    for (label, count) in [
+        ("frame_count", 2),
+        ("topic_utf8", 1),
+        ("body_utf8", 1),
+        ("json", 1),
+        ("not_object", 1),
+        ("oversized", 1),
+    ] {
+        assert_eq!(
+            invalid.get(label).copied(),
+            Some(count),
+            "{label} in {invalid:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_forwards_bytes_unchanged_and_drops_malformed() {
+    let bus = Bus::new("", "");
+    let config = load(&bus);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let relay_config = config.clone();
+    let relay = tokio::spawn(async move {
+        fedmsg::relay::run(
+            &relay_config,
+            async {
+                let _ = stop_rx.await;
+            },
+            move |bound| {
+                let _ = ready_tx.send(bound.clone());
+            },
+        )
+        .await
+    });
+    let bound = ready_rx.await.unwrap();
+    assert_eq!(bound.outbound, endpoint(bus.relay_out));
+    let mut subscription = Subscriber::from_config(&config).subscribe();
+    // A raw active publisher, as Python's logger is.
+    let mut inbound = zeromq::PubSocket::new();
+    inbound
+        .connect(&format!("tcp://127.0.0.1:{}", bus.relay_in))
+        .await
+        .unwrap();
+    let spaced = b"{\"topic\": \"org.x.dev.spaced\", \"msg\": {\"b\": 1, \"a\": 2.50}}".to_vec();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let first = loop {
+        inbound
+            .send(frames(vec![b"org.x.dev.spaced".to_vec(), spaced.clone()]))
+            .await
+            .unwrap();
+        if let Ok(Some(received)) =
+            tokio::time::timeout(Duration::from_millis(50), subscription.next()).await
+        {
+            break received;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing came through the relay"
+        );
+    };
+    assert_eq!(first.name, "relay_outbound");
+    assert_eq!(
+        first.message.raw_body().as_ref(),
+        spaced.as_slice(),
+        "no re-serialisation"
+    );
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(50), subscription.next()).await
+    {}
+    inbound
+        .send(frames(vec![b"org.x.dev.bad".to_vec()]))
+        .await
+        .unwrap();
+    inbound
+        .send(frames(vec![
+            b"org.x.dev.after".to_vec(),
+            b"{\"i\":7}".to_vec(),
+        ]))
+        .await
+        .unwrap();
+    let after = next(&mut subscription).await;
+    assert_eq!(after.topic(), "org.x.dev.after");
+    stop_tx.send(()).unwrap();
+    let stats = relay.await.unwrap().unwrap();
+    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn blocking_publish_and_iterator() {
+    let port = free_port();
+    let bus = Bus::new(
+        "name = \"blocking.test\"",
+        &format!("\"blocking.test\" = \"tcp://127.0.0.1:{port}\""),
+    );
+    // Only this test uses the process-wide publisher and FEDMSG_CONFIG.
+    std::env::set_var("FEDMSG_CONFIG", &bus.config);
+    let mut subscription = Subscriber::new(vec![("blocking.test".into(), endpoint(port))])
+        .subscribe_blocking()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        fedmsg::publish("probe", "blocking", &json!({"probe": true})).unwrap();
+        if subscription
+            .next_timeout(Duration::from_millis(50))
+            .is_some()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no probe arrived");
+    }
+    while subscription
+        .next_timeout(Duration::from_millis(50))
+        .is_some()
+    {}
+    fedmsg::publish("done", "blocking", &json!({"n": 1})).unwrap();
+    let received = subscription.next().unwrap();
+    assert_eq!(received.topic(), "org.fedoraproject.dev.blocking.done");
+    assert_eq!(received.message.msg()["n"], 1);
+}

@@ -1,0 +1,423 @@
+//! Our binaries as real processes: logger → relay → tail, formats, exit
+//! codes, pipes and signals.
+
+use crate::util::{free_port, Bus, Proc, WAIT};
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn run_logger(bus: &Bus, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut command = bus.command("fedmsg-logger");
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, stdin.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[test]
+fn logger_lines_reach_the_tail_through_the_relay() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+    let mut tail = bus.start_tail_ready(&[]);
+    let out = run_logger(&bus, &[], "Hello world\n  second line  \n\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = json(&tail.expect_line());
+    assert_eq!(first["topic"], "org.fedoraproject.dev.logger.log");
+    assert_eq!(first["msg"], serde_json::json!({"log": "Hello world"}));
+    assert_eq!(first["i"], 1);
+    let second = json(&tail.expect_line());
+    assert_eq!(second["msg"]["log"], "second line", "lines are stripped");
+    assert_eq!(second["i"], 2);
+    let third = json(&tail.expect_line());
+    assert_eq!(
+        third["msg"]["log"], "",
+        "a blank line is a message, as in fedmsg"
+    );
+
+    let out = run_logger(
+        &bus,
+        &["--json-input", "--topic", "repo.update", "--modname", "git"],
+        "{\"a\":\n [1, 2.0]}\n",
+    );
+    assert!(out.status.success());
+    let doc = json(&tail.expect_line());
+    assert_eq!(doc["topic"], "org.fedoraproject.dev.git.repo.update");
+    assert_eq!(doc["msg"], serde_json::json!({"a": [1, 2.0]}));
+
+    let out = run_logger(&bus, &["--json-lines"], "{\"n\": 1}\n\n{\"n\": 2}\n");
+    assert!(out.status.success());
+    assert_eq!(json(&tail.expect_line())["msg"]["n"], 1);
+    assert_eq!(json(&tail.expect_line())["msg"]["n"], 2);
+
+    let out = run_logger(&bus, &["--message", "from a flag"], "ignored\n");
+    assert!(out.status.success());
+    assert_eq!(json(&tail.expect_line())["msg"]["log"], "from a flag");
+}
+
+#[test]
+fn hundred_one_shot_loggers_all_arrive() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+    let mut tail = bus.start_tail_ready(&[]);
+    let mut times = Vec::new();
+    for n in 0..100 {
+        let started = Instant::now();
+        let out = run_logger(&bus, &["--message", &format!("shot {n}")], "");
+        times.push(started.elapsed());
+        assert!(
+            out.status.success(),
+            "run {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let line = json(&tail.expect_line());
+        seen.insert(line["msg"]["log"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 100);
+    times.sort();
+    eprintln!(
+        "one-shot fedmsg-logger: median {:?}, max {:?} (100 runs)",
+        times[50], times[99]
+    );
+}
+
+#[test]
+fn logger_without_a_relay_fails_in_bounded_time() {
+    let bus = Bus::new("", "");
+    let started = Instant::now();
+    let out = run_logger(&bus, &["--timeout", "1"], "lost?\n");
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach fedmsg-relay")
+            && stderr.contains(&format!("127.0.0.1:{}", bus.relay_in)),
+        "{stderr}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn logger_refuses_invalid_json_with_exit_2() {
+    let bus = Bus::new("", "");
+    let out = run_logger(&bus, &["--json-input", "--message", "{nope"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--message"));
+    let out = run_logger(&bus, &["--json-input"], "[1,");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("standard input"));
+    let _relay = bus.start_relay();
+    let out = run_logger(&bus, &["--json-lines"], "{\"ok\": 1}\n{bad\n");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+fn tail_with(bus: &Bus, args: &[&str]) -> Proc {
+    // Get the relay path warm with a --json tail first, then start the real
+    // one and probe it too.
+    let mut command = bus.command("fedmsg-tail");
+    command.args(args);
+    let mut tail = Proc::spawn(command);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = run_logger(bus, &["--message", "probe", "--topic", "probe"], "");
+        assert!(out.status.success());
+        if let Some(line) = tail.stdout_line(Duration::from_millis(200)) {
+            // Skip the rest of this probe's output (multi-line formats).
+            let _ = line;
+            while tail.stdout_line(Duration::from_millis(150)).is_some() {}
+            return tail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tail never showed a probe: {}",
+            tail.stderr_text()
+        );
+    }
+}
+
+fn lines_until(tail: &mut Proc, needle: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = tail.expect_line();
+        let done = line.contains(needle);
+        lines.push(line);
+        if done {
+            return lines;
+        }
+    }
+}
+
+#[test]
+fn tail_formats_match_fedmsg() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+
+    let mut tail = tail_with(&bus, &[]);
+    run_logger(&bus, &["--message", "Hello world"], "");
+    let line = tail.expect_line();
+    assert!(
+        line.contains(
+            "][fedmsg.commands    INFO] {'i': 1, 'msg': {'log': 'Hello world'}, 'msg_id': '"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(&format!(
+            "'topic': 'org.fedoraproject.dev.logger.log', 'username': '{}'}}",
+            user()
+        )),
+        "{line}"
+    );
+
+    let mut tail = tail_with(&bus, &["--terse"]);
+    run_logger(&bus, &["--message", "Hello world"], "");
+    let lines = lines_until(&mut tail, "Hello world");
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("logger.log -- Hello world ({}) ", user())
+    );
+
+    let mut tail = tail_with(&bus, &["--query", "msg.log,topic,i"]);
+    run_logger(&bus, &["--message", "Hello world"], "");
+    let line = tail.expect_line();
+    assert!(
+        line.ends_with("INFO] Hello world, org.fedoraproject.dev.logger.log, 1"),
+        "{line}"
+    );
+
+    let mut tail = tail_with(&bus, &["--really-pretty", "--color", "always"]);
+    run_logger(&bus, &["--message", "hello"], "");
+    let lines = lines_until(&mut tail, "}");
+    let text = lines.join("\n");
+    assert!(
+        text.contains("\u{1b}[33m\"log\"\u{1b}[39;49;00m: \u{1b}[33m\"hello\"\u{1b}[39;49;00m"),
+        "{text}"
+    );
+
+    let mut tail = tail_with(&bus, &["--really-pretty", "--color", "never"]);
+    run_logger(&bus, &["--message", "plain"], "");
+    let lines = lines_until(&mut tail, "}");
+    let text = lines.join("\n");
+    assert!(
+        text.contains("  \"msg\": {\n    \"log\": \"plain\"\n  },") && !text.contains('\u{1b}'),
+        "{text}"
+    );
+
+    let mut tail = tail_with(&bus, &["--pretty"]);
+    run_logger(&bus, &["--message", "Hello world"], "");
+    let lines = lines_until(&mut tail, "'username'");
+    assert_eq!(lines[1], "{'i': 1,");
+    assert_eq!(lines[2], " 'msg': {'log': 'Hello world'},");
+}
+
+fn user() -> String {
+    fedmsg::envelope::current_username()
+}
+
+#[test]
+fn tail_topic_prefixes_and_default_heartbeat_exclusion() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+    let mut tail = tail_with(
+        &bus,
+        &[
+            "--json",
+            "--topic",
+            "org.fedoraproject.dev.keep",
+            "--topic",
+            "org.fedoraproject.dev.logger.probe",
+        ],
+    );
+    for (modname, topic) in [
+        ("drop", "x"),
+        ("keep", "a"),
+        ("keep", "_heartbeat"),
+        ("keep", "b"),
+    ] {
+        let out = run_logger(
+            &bus,
+            &["--message", topic, "--modname", modname, "--topic", topic],
+            "",
+        );
+        assert!(out.status.success());
+    }
+    assert_eq!(json(&tail.expect_line())["msg"]["log"], "a");
+    assert_eq!(
+        json(&tail.expect_line())["msg"]["log"],
+        "b",
+        "other prefixes and _heartbeat are not shown"
+    );
+
+    let mut tail = tail_with(
+        &bus,
+        &[
+            "--json",
+            "--include",
+            "\\.(keep|logger)\\.",
+            "--exclude",
+            "secret",
+        ],
+    );
+    for topic in ["open", "secret", "open2"] {
+        run_logger(
+            &bus,
+            &["--message", topic, "--modname", "keep", "--topic", topic],
+            "",
+        );
+        run_logger(
+            &bus,
+            &["--message", topic, "--modname", "other", "--topic", topic],
+            "",
+        );
+    }
+    assert_eq!(json(&tail.expect_line())["msg"]["log"], "open");
+    assert_eq!(json(&tail.expect_line())["msg"]["log"], "open2");
+}
+
+#[test]
+fn tail_count_exits_after_n_messages() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+    let mut command = bus.command("fedmsg-tail");
+    command.args([
+        "--json",
+        "--count",
+        "2",
+        "--topic",
+        "org.fedoraproject.dev.logger.log",
+    ]);
+    let mut tail = Proc::spawn(command);
+    // Keep sending until the tail has had its two messages and exited.
+    let deadline = Instant::now() + WAIT;
+    let mut sent = 0;
+    while tail.child.try_wait().unwrap().is_none() {
+        run_logger(&bus, &["--message", &format!("n{sent}")], "");
+        sent += 1;
+        assert!(
+            Instant::now() < deadline,
+            "tail did not stop after --count 2"
+        );
+    }
+    assert_eq!(tail.wait_exit(WAIT).code(), Some(0));
+    let lines = tail.remaining_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(sent >= 2);
+}
+
+#[test]
+fn tail_timeout_has_its_own_exit_code_and_ctrl_c_is_clean() {
+    let bus = Bus::new("", "");
+    let mut command = bus.command("fedmsg-tail");
+    command.args(["--timeout", "0.3"]);
+    let mut tail = Proc::spawn(command);
+    assert_eq!(tail.wait_exit(WAIT).code(), Some(124));
+
+    let _relay = bus.start_relay();
+    let tail = tail_with(&bus, &["--json"]);
+    let mut tail = tail;
+    tail.interrupt();
+    let status = tail.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", tail.stderr_text());
+}
+
+#[test]
+fn tail_into_a_closed_pipe_exits_cleanly() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+    let _warm = tail_with(&bus, &["--json"]);
+    let script = format!(
+        "'{}' --config '{}' --json | head -n 1 >/dev/null; echo \"tail exit ${{PIPESTATUS[0]}}\"",
+        crate::util::bin("fedmsg-tail").display(),
+        bus.config.display()
+    );
+    let mut command = std::process::Command::new("bash");
+    command.args(["-c", &script]);
+    crate::util::isolate(&mut command, bus.dir.path());
+    let mut shell = Proc::spawn(command);
+    // Keep messages coming until head has exited and tail hit the closed pipe.
+    let deadline = Instant::now() + WAIT;
+    let line = loop {
+        run_logger(&bus, &["--message", "fill"], "");
+        if let Some(line) = shell.stdout_line(Duration::from_millis(100)) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tail never exited: {}",
+            shell.stderr_text()
+        );
+    };
+    assert_eq!(line, "tail exit 0");
+    let stderr = shell.stderr_text();
+    assert!(!stderr.contains("error"), "{stderr}");
+}
+
+#[test]
+fn tail_skips_bad_input_and_keeps_going() {
+    let port = free_port();
+    let bus = Bus::new("", &format!("\"raw.host\" = \"tcp://127.0.0.1:{port}\""));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut raw = runtime.block_on(async {
+        use zeromq::Socket;
+        let mut socket = zeromq::PubSocket::new();
+        socket
+            .bind(&format!("tcp://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        socket
+    });
+    let send = |raw: &mut zeromq::PubSocket, parts: Vec<&[u8]>| {
+        use zeromq::SocketSend;
+        let message = zeromq::ZmqMessage::try_from(
+            parts
+                .into_iter()
+                .map(bytes::Bytes::copy_from_slice)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        runtime.block_on(raw.send(message)).unwrap();
+    };
+    let mut command = bus.command("fedmsg-tail");
+    command.args(["--json"]);
+    let mut tail = Proc::spawn(command);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        send(&mut raw, vec![b"org.x.dev.warm", b"{\"warm\":1}"]);
+        if tail.stdout_line(Duration::from_millis(100)).is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tail never connected");
+    }
+    while tail.stdout_line(Duration::from_millis(100)).is_some() {}
+    send(&mut raw, vec![b"org.x.dev.one"]);
+    send(&mut raw, vec![b"org.x.dev.t", b"\xff\xfe"]);
+    send(&mut raw, vec![b"org.x.dev.t", b"not json"]);
+    send(&mut raw, vec![b"org.x.dev.t", b"\"a string\""]);
+    send(&mut raw, vec![b"org.x.dev.after", b"{\"after\":true}"]);
+    assert_eq!(json(&tail.expect_line())["after"], true);
+    let warnings = tail.wait_stderr("not_object", WAIT);
+    assert!(warnings.contains("dropped malformed message"), "{warnings}");
+    let stderr = tail.stderr_text();
+    for reason in ["frame_count", "body_utf8", "json"] {
+        assert!(stderr.contains(reason), "no {reason} warning in {stderr}");
+    }
+}

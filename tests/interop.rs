@@ -1,0 +1,180 @@
+//! Interoperability with the real Python fedmsg 1.1.7 (from PyPI, in the
+//! venv `scripts/test.sh` builds): both directions, direct and via relays.
+
+use crate::util::{free_port, python_venv, Bus, Proc, WAIT};
+use fedmsg::{Loader, Publisher};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Writes `fedmsg.d/test.py` for Python fedmsg matching `bus`.
+fn python_config(bus: &Bus, extra_endpoints: &str) {
+    let dir = bus.dir.path().join("fedmsg.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "config = dict(\n    topic_prefix='org.fedoraproject',\n    environment='dev',\n    endpoints={{'relay_outbound': ['tcp://127.0.0.1:{out}'], {extra_endpoints}}},\n    relay_inbound=['tcp://127.0.0.1:{inb}'],\n    sign_messages=False,\n    zmq_enabled=True,\n    validate_signatures=False,\n    post_init_sleep=0.5,\n    zmq_linger=1000,\n)\n",
+        out = bus.relay_out,
+        inb = bus.relay_in,
+    );
+    std::fs::write(dir.join("test.py"), text).unwrap();
+}
+
+fn python_command(venv: &Path, bus: &Bus, program: &str) -> Command {
+    let mut command = Command::new(venv.join("bin").join(program));
+    crate::util::isolate(&mut command, bus.dir.path());
+    command.env("PYTHONUNBUFFERED", "1").env(
+        "PATH",
+        format!(
+            "{}:{}",
+            venv.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    command
+}
+
+fn venv() -> Option<PathBuf> {
+    let venv = python_venv();
+    if venv.is_none() {
+        eprintln!("skipping: no Python fedmsg venv (run scripts/test.sh)");
+    }
+    venv
+}
+
+#[test]
+fn python_tail_shows_what_our_publisher_sends() {
+    let Some(venv) = venv() else { return };
+    let port = free_port();
+    let bus = Bus::new("", &format!("\"rust.host\" = \"tcp://127.0.0.1:{port}\""));
+    python_config(&bus, &format!("'rust.host': ['tcp://127.0.0.1:{port}']"));
+    let mut python_tail = Proc::spawn(python_command(&venv, &bus, "fedmsg-tail"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = Loader::isolated()
+        .file(Some(bus.config.clone()))
+        .load()
+        .unwrap();
+    let publisher = runtime
+        .block_on(Publisher::bind(&config, "rust.host"))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let line = loop {
+        runtime
+            .block_on(publisher.publish(
+                "greet",
+                "rusty",
+                &json!({"hello": "from rust", "u": "café", "f": 1.5}),
+            ))
+            .unwrap();
+        if let Some(line) = python_tail.stdout_line(Duration::from_millis(100)) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Python fedmsg-tail showed nothing: {}",
+            python_tail.stderr_text()
+        );
+    };
+    assert!(
+        line.contains("'msg': {'f': 1.5, 'hello': 'from rust', 'u': 'café'}"),
+        "{line}"
+    );
+    assert!(
+        line.contains("'topic': 'org.fedoraproject.dev.rusty.greet'"),
+        "{line}"
+    );
+}
+
+#[test]
+fn our_tail_shows_what_python_publishes() {
+    let Some(venv) = venv() else { return };
+    let port = free_port();
+    let bus = Bus::new("", &format!("\"pysvc.host\" = \"tcp://127.0.0.1:{port}\""));
+    python_config(&bus, &format!("'pysvc.host': ['tcp://127.0.0.1:{port}']"));
+    let mut tail = bus.command("fedmsg-tail");
+    tail.args([
+        "--json",
+        "--count",
+        "1",
+        "--topic",
+        "org.fedoraproject.dev.pymod",
+    ]);
+    let mut tail = Proc::spawn(tail);
+    // Publish until our tail has one (bounded); the tail exits on its own.
+    let script = "import fedmsg, time\nfedmsg.init(name='pysvc.host')\nfor n in range(400):\n    fedmsg.publish(topic='hello', modname='pymod', msg={'n': n, 'x': 1.0, 'big': 10**20})\n    time.sleep(0.05)\n";
+    let mut python = python_command(&venv, &bus, "python");
+    python.args(["-c", script]);
+    let _python = Proc::spawn(python);
+    let line = tail.expect_line();
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(value["topic"], "org.fedoraproject.dev.pymod.hello");
+    assert_eq!(
+        fedmsg::canonical::to_canonical(&value["msg"]["x"]),
+        "1.0",
+        "a Python float stays a float"
+    );
+    assert_eq!(
+        fedmsg::canonical::to_canonical(&value["msg"]["big"]),
+        "100000000000000000000"
+    );
+    assert_eq!(tail.wait_exit(WAIT).code(), Some(0));
+}
+
+#[test]
+fn python_logger_through_our_relay_to_our_tail() {
+    let Some(venv) = venv() else { return };
+    let bus = Bus::new("", "");
+    python_config(&bus, "");
+    let _relay = bus.start_relay();
+    let mut tail = bus.start_tail_ready(&[]);
+    let mut logger = python_command(&venv, &bus, "fedmsg-logger");
+    logger.args(["--message", "from python"]);
+    let status = logger.status().unwrap();
+    assert!(status.success());
+    let line = tail.expect_line();
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(value["msg"]["log"], "from python");
+    assert_eq!(value["topic"], "org.fedoraproject.dev.logger.log");
+}
+
+#[test]
+fn our_logger_through_python_relay_to_our_tail() {
+    let Some(venv) = venv() else { return };
+    let bus = Bus::new("", "");
+    python_config(&bus, "");
+    let _python_relay = Proc::spawn(python_command(&venv, &bus, "fedmsg-relay"));
+    // Our logger waits for the relay to listen; probes repeat until the
+    // Python relay is up and our tail has its subscription.
+    let mut command = bus.command("fedmsg-tail");
+    command.arg("--json");
+    let mut tail = Proc::spawn(command);
+    let deadline = Instant::now() + WAIT * 2;
+    loop {
+        let _ = bus
+            .command("fedmsg-logger")
+            .args(["--message", "probe", "--topic", "probe", "--timeout", "1"])
+            .output()
+            .unwrap();
+        if tail.stdout_line(Duration::from_millis(200)).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing came through the Python relay: {}",
+            tail.stderr_text()
+        );
+    }
+    while tail.stdout_line(Duration::from_millis(200)).is_some() {}
+    let out = bus
+        .command("fedmsg-logger")
+        .args(["--message", "via python relay"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: serde_json::Value = serde_json::from_str(&tail.expect_line()).unwrap();
+    assert_eq!(value["msg"]["log"], "via python relay");
+}
