@@ -7,7 +7,7 @@
 //! non-JSON or non-object bodies, oversized bodies) is logged once per
 //! message, counted in [`Stats`], and skipped: it never ends the stream.
 
-use crate::config::Config;
+use crate::config::{Config, Keepalive};
 use crate::endpoint::Endpoint;
 use crate::envelope::{DecodeError, Message};
 use crate::transport::{self, Backoff, SubEvent};
@@ -80,6 +80,7 @@ pub struct Subscriber {
     endpoints: Vec<(String, Endpoint)>,
     prefixes: Vec<String>,
     backoff: Backoff,
+    keepalive: Keepalive,
     max_message_size: usize,
 }
 
@@ -93,6 +94,7 @@ impl Subscriber {
                 initial: config.reconnect_ivl,
                 max: config.reconnect_ivl_max,
             },
+            keepalive: config.keepalive.clone(),
             max_message_size: config.max_message_size,
         }
     }
@@ -105,6 +107,12 @@ impl Subscriber {
             backoff: Backoff {
                 initial: Duration::from_millis(100),
                 max: Duration::from_millis(1000),
+            },
+            keepalive: Keepalive {
+                enabled: true,
+                count: 3,
+                idle: Duration::from_secs(60),
+                interval: Duration::from_secs(5),
             },
             max_message_size: 1 << 20,
         }
@@ -148,6 +156,7 @@ impl Subscriber {
                 endpoint.clone(),
                 prefixes.clone(),
                 self.backoff,
+                self.keepalive.clone(),
                 sender.clone(),
             ));
         }

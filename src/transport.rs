@@ -8,6 +8,10 @@
 //! * **Connect that gives up**: subscribers run one SUB socket per endpoint in
 //!   its own task, retrying with fedmsg's `zmq_reconnect_ivl` backoff for as
 //!   long as the reader lives, and starting over when the peer goes away.
+//! * **No keepalive on connections it opens**: after each connect, the
+//!   subscriber's TCP connection gets fedmsg's keepalive settings (found by
+//!   its peer address among this process's sockets), so a publisher whose
+//!   host vanished without a word is noticed and reconnected to.
 //! * **No linger, no delivery signal on PUB**: a connecting publisher (the
 //!   logger's path to the relay) uses an XPUB socket, waits until the relay's
 //!   subscription has arrived before sending, and every send returns only once
@@ -261,6 +265,59 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// Applies `keepalive` to this process's TCP connections to `peers` that do
+/// not have it yet. The `zeromq` crate opens connections itself and offers
+/// no hook, so the sockets are found among the process's descriptors by
+/// their peer address. Linux only; elsewhere a no-op.
+fn keepalive_connections(peers: &[std::net::SocketAddr], keepalive: &Keepalive) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+        if !keepalive.enabled || peers.is_empty() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        let params = socket2::TcpKeepalive::new()
+            .with_time(keepalive.idle)
+            .with_interval(keepalive.interval)
+            .with_retries(keepalive.count);
+        for entry in entries.flatten() {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<RawFd>().ok())
+            else {
+                continue;
+            };
+            let is_socket = std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+            if !is_socket {
+                continue;
+            }
+            // SAFETY: the descriptor was open a moment ago and is only
+            // borrowed for these calls; if it was closed and reused since,
+            // the peer-address check fails (or, at worst, a socket of this
+            // process gets keepalive, which is harmless).
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let socket = socket2::SockRef::from(&borrowed);
+            let matches = socket
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_some_and(|peer| peers.contains(&peer));
+            if matches && !socket.keepalive().unwrap_or(true) {
+                if let Err(error) = socket.set_tcp_keepalive(&params) {
+                    tracing::debug!(fd = borrowed.as_raw_fd(), %error, "cannot set keepalive");
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (peers, keepalive);
+}
+
 /// Runs one SUB socket connected to `endpoint` until `events` is closed:
 /// connects (retrying with `backoff`), subscribes to `prefixes`, forwards
 /// every message, and starts over when the publisher goes away.
@@ -269,6 +326,7 @@ pub async fn run_connected_sub(
     endpoint: Endpoint,
     prefixes: Vec<String>,
     backoff: Backoff,
+    keepalive: Keepalive,
     events: mpsc::Sender<SubEvent>,
 ) {
     let address = endpoint.connect_address();
@@ -293,6 +351,16 @@ pub async fn run_connected_sub(
             continue;
         }
         interval = backoff.initial;
+        if let Endpoint::Tcp { host, port } = &endpoint {
+            let host = if host == "*" {
+                "127.0.0.1"
+            } else {
+                host.trim_start_matches('[').trim_end_matches(']')
+            };
+            if let Ok(peers) = tokio::net::lookup_host((host, *port)).await {
+                keepalive_connections(&peers.collect::<Vec<_>>(), &keepalive);
+            }
+        }
         if events.send(SubEvent::Connected(index)).await.is_err() {
             return;
         }

@@ -408,3 +408,66 @@ fn blocking_publish_and_iterator() {
     assert_eq!(received.topic(), "org.fedoraproject.dev.blocking.done");
     assert_eq!(received.message.msg()["n"], 1);
 }
+
+/// Keepalive state of this process's TCP sockets whose local or peer port is `port`.
+fn keepalive_of_sockets_on(port: u16) -> Vec<(String, bool, Option<Duration>)> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        if !std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        {
+            continue;
+        }
+        // SAFETY: borrowed only for these calls while the test holds the sockets open.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&borrowed);
+        let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+        let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+        let side = match (local, peer) {
+            (_, Some(p)) if p.port() == port => "connected",
+            (Some(l), Some(_)) if l.port() == port => "accepted",
+            (Some(l), None) if l.port() == port => "listener",
+            _ => continue,
+        };
+        found.push((
+            side.to_owned(),
+            socket.keepalive().unwrap(),
+            socket.tcp_keepalive_time().ok(),
+        ));
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ends_of_a_subscription_use_tcp_keepalive() {
+    let port = free_port();
+    let bus = Bus::new(
+        "zmq_tcp_keepalive_idle = 42",
+        &format!("\"svc.host\" = \"tcp://127.0.0.1:{port}\""),
+    );
+    let config = load(&bus);
+    let publisher = Publisher::bind(&config, "svc.host").await.unwrap();
+    let mut subscription = Subscriber::from_config(&config).subscribe();
+    warm_up(&publisher, &mut subscription).await;
+    let sockets = keepalive_of_sockets_on(port);
+    for side in ["listener", "accepted", "connected"] {
+        let socket = sockets
+            .iter()
+            .find(|(s, _, _)| s == side)
+            .unwrap_or_else(|| panic!("no {side} socket in {sockets:?}"));
+        assert!(socket.1, "{side} socket without keepalive: {sockets:?}");
+        assert_eq!(
+            socket.2,
+            Some(Duration::from_secs(42)),
+            "{side}: {sockets:?}"
+        );
+    }
+}

@@ -421,3 +421,52 @@ fn tail_skips_bad_input_and_keeps_going() {
         assert!(stderr.contains(reason), "no {reason} warning in {stderr}");
     }
 }
+
+/// Runs `fedmsg-tail --really-pretty --count 1` on a pseudo-terminal (via
+/// `script`) and returns what it printed for the first message.
+fn really_pretty_on_a_terminal(bus: &Bus, no_color: bool) -> String {
+    let command_line = format!(
+        "'{}' --config '{}' --really-pretty --count 1",
+        crate::util::bin("fedmsg-tail").display(),
+        bus.config.display()
+    );
+    let mut command = std::process::Command::new("script");
+    command.args(["-qfec", &command_line, "/dev/null"]);
+    crate::util::isolate(&mut command, bus.dir.path());
+    if no_color {
+        command.env("NO_COLOR", "1");
+    } else {
+        command.env_remove("NO_COLOR");
+    }
+    let mut tail = Proc::spawn(command);
+    let deadline = Instant::now() + WAIT;
+    while tail.child.try_wait().unwrap().is_none() {
+        run_logger(bus, &["--message", "tty"], "");
+        assert!(
+            Instant::now() < deadline,
+            "tail on a terminal never got a message"
+        );
+        if tail.stdout_line(Duration::from_millis(50)).is_some() {
+            break;
+        }
+    }
+    tail.wait_exit(WAIT);
+    tail.remaining_lines().join("\n")
+}
+
+#[test]
+fn colour_follows_the_terminal_and_no_color() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+    let _warm = bus.start_tail_ready(&[]);
+    let coloured = really_pretty_on_a_terminal(&bus, false);
+    assert!(
+        coloured.contains("\u{1b}[33m\"log\"\u{1b}[39;49;00m"),
+        "{coloured:?}"
+    );
+    let plain = really_pretty_on_a_terminal(&bus, true);
+    assert!(
+        plain.contains("\"log\": \"tty\"") && !plain.contains('\u{1b}'),
+        "{plain:?}"
+    );
+}
