@@ -170,7 +170,7 @@ impl Publisher {
     /// mode), waiting at most `timeout` for it to listen.
     pub async fn connect(config: &Config) -> Result<Publisher, PublishError> {
         let endpoint = config.relay_inbound.first().ok_or(PublishError::NoRelay)?;
-        let socket = ConnectedPub::connect(endpoint, config.timeout)
+        let socket = ConnectedPub::connect(endpoint, config.timeout, &config.keepalive)
             .await
             .map_err(|e| PublishError::Relay(e.to_string()))?;
         let name = config

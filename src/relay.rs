@@ -81,51 +81,31 @@ pub async fn run(
         }
     }
     let mut outbound = outbound.ok_or(RelayError::Outbound(tried))?;
-    let mut inbound_sockets = Vec::new();
-    for address in &config.relay_inbound {
-        inbound_sockets.push(
-            BoundSub::bind(address, &config.keepalive)
-                .await
-                .map_err(|e| RelayError::Inbound(e.to_string()))?,
-        );
-    }
+    let mut inbound = BoundSub::bind(&config.relay_inbound, &config.keepalive)
+        .await
+        .map_err(|e| RelayError::Inbound(e.to_string()))?;
     let bound = Bound {
-        inbound: inbound_sockets
-            .iter()
-            .map(|s| s.endpoint().clone())
-            .collect(),
+        inbound: inbound.endpoints().to_vec(),
         outbound: outbound.endpoint().clone(),
     };
-    tracing::info!(inbound = ?bound.inbound.iter().map(ToString::to_string).collect::<Vec<_>>(), outbound = %bound.outbound, "relay ready");
+    tracing::info!(
+        inbound = ?bound.inbound.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        outbound = %bound.outbound,
+        "relay ready"
+    );
     ready(&bound);
 
     let stats = Arc::new(RelayStats::default());
-    // Several inbound addresses feed one queue; one is the common case.
-    let (sender, mut receiver) = tokio::sync::mpsc::channel(4096);
-    for mut socket in inbound_sockets {
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            loop {
-                let frames = socket.recv().await;
-                let failed = frames.is_err();
-                if sender.send(frames).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-    }
-    drop(sender);
     let max = config.max_message_size;
     tokio::pin!(shutdown);
     loop {
         let frames = tokio::select! {
             _ = &mut shutdown => break,
-            frames = receiver.recv() => frames,
+            frames = inbound.recv() => frames,
         };
         let frames = match frames {
-            Some(Ok(frames)) => frames,
-            Some(Err(e)) => return Err(RelayError::Io(e.to_string())),
-            None => break,
+            Ok(frames) => frames,
+            Err(e) => return Err(RelayError::Io(e.to_string())),
         };
         let problem = match frames.as_slice() {
             [_, body] if body.len() > max => Some(DecodeError::TooLarge {
@@ -146,6 +126,9 @@ pub async fn run(
         }
         stats.forwarded.fetch_add(1, Ordering::Relaxed);
     }
+    // Release both addresses before returning, so a restart can bind them.
+    inbound.close().await;
+    outbound.close().await;
     tracing::info!(
         forwarded = stats.forwarded.load(Ordering::Relaxed),
         dropped = stats.dropped.load(Ordering::Relaxed),

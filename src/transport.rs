@@ -159,14 +159,28 @@ impl PubSocket {
     pub async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
         send_frames(&mut self.socket, frames).await
     }
+
+    /// Unbinds and waits until the address is released.
+    pub async fn close(self) {
+        let _ = self.socket.close().await;
+    }
 }
 
 /// A publisher that connects to a relay's bound SUB socket (fedmsg's active
 /// mode). Built on XPUB so it can tell when the relay is listening and
-/// when frames are written.
+/// when frames are written. It reconnects when the relay restarts: the
+/// `zeromq` crate does not, and its XPUB would silently send into nothing.
 pub struct ConnectedPub {
     socket: zeromq::XPubSocket,
+    endpoint: Endpoint,
+    timeout: Duration,
+    keepalive: Keepalive,
+    peers: Vec<std::net::SocketAddr>,
+    checked: tokio::time::Instant,
 }
+
+/// How often a connecting publisher checks that its connection still exists.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
 impl ConnectedPub {
     /// Connects to `endpoint` and waits until the peer has subscribed, for at
@@ -174,7 +188,25 @@ impl ConnectedPub {
     pub async fn connect(
         endpoint: &Endpoint,
         timeout: Duration,
+        keepalive: &Keepalive,
     ) -> Result<ConnectedPub, TransportError> {
+        let socket = Self::open(endpoint, timeout).await?;
+        let peers = resolve(endpoint).await;
+        keepalive_connections(&peers, keepalive);
+        Ok(ConnectedPub {
+            socket,
+            endpoint: endpoint.clone(),
+            timeout,
+            keepalive: keepalive.clone(),
+            peers,
+            checked: tokio::time::Instant::now(),
+        })
+    }
+
+    async fn open(
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<zeromq::XPubSocket, TransportError> {
         let failed = |reason: String| TransportError::Connect {
             endpoint: endpoint.to_string(),
             reason,
@@ -197,42 +229,66 @@ impl ConnectedPub {
                 ))
             })?
             .map_err(|e| failed(e.to_string()))?;
-        Ok(ConnectedPub { socket })
+        Ok(socket)
     }
 
     /// Sends one message; returns once it is written to the connection.
+    /// If the relay went away, reconnects first (waiting at most the
+    /// connect timeout) and fails if it does not come back.
     pub async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        // Reading is what lets the socket notice a closed connection (and
+        // drop it); anything the relay says here is only subscriptions.
+        while let Some(Ok(_)) = futures::FutureExt::now_or_never(self.socket.recv()) {}
+        if !self.peers.is_empty() && self.checked.elapsed() >= LIVENESS_CHECK {
+            self.checked = tokio::time::Instant::now();
+            if for_each_connection(&self.peers, |_| {}) == 0 {
+                tracing::info!(endpoint = %self.endpoint, "relay connection lost; reconnecting");
+                self.socket = Self::open(&self.endpoint, self.timeout).await?;
+                keepalive_connections(&self.peers, &self.keepalive);
+            }
+        }
         send_frames(&mut self.socket, frames).await
     }
 }
 
-/// A bound SUB socket subscribed to everything (the relay's inbound side).
+/// A SUB socket bound to one or more addresses, subscribed to everything
+/// (the relay's inbound side).
 pub struct BoundSub {
     socket: zeromq::SubSocket,
-    endpoint: Endpoint,
+    endpoints: Vec<Endpoint>,
 }
 
 impl BoundSub {
-    /// Binds a SUB socket to `endpoint` and subscribes to every topic.
+    /// Binds one SUB socket to every address of `endpoints`.
     pub async fn bind(
-        endpoint: &Endpoint,
+        endpoints: &[Endpoint],
         keepalive: &Keepalive,
     ) -> Result<BoundSub, TransportError> {
         let mut socket = zeromq::SubSocket::new();
+        let mut bound = Vec::new();
+        for endpoint in endpoints {
+            bound.push(bind_socket(&mut socket, endpoint, keepalive).await?);
+        }
         socket
             .subscribe("")
             .await
             .map_err(|e| TransportError::Bind {
-                endpoint: endpoint.to_string(),
+                endpoint: endpoints
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 reason: e.to_string(),
             })?;
-        let endpoint = bind_socket(&mut socket, endpoint, keepalive).await?;
-        Ok(BoundSub { socket, endpoint })
+        Ok(BoundSub {
+            socket,
+            endpoints: bound,
+        })
     }
 
-    /// The address actually bound.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+    /// The addresses actually bound.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
     }
 
     /// Receives the next message's frames.
@@ -242,6 +298,11 @@ impl BoundSub {
             .await
             .map(ZmqMessage::into_vec)
             .map_err(|e| TransportError::Recv(e.to_string()))
+    }
+
+    /// Unbinds every address and waits until they are released.
+    pub async fn close(self) {
+        let _ = self.socket.close().await;
     }
 }
 
@@ -265,24 +326,22 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-/// Applies `keepalive` to this process's TCP connections to `peers` that do
-/// not have it yet. The `zeromq` crate opens connections itself and offers
-/// no hook, so the sockets are found among the process's descriptors by
-/// their peer address. Linux only; elsewhere a no-op.
-fn keepalive_connections(peers: &[std::net::SocketAddr], keepalive: &Keepalive) {
+/// Calls `visit` for each of this process's TCP sockets whose peer is one
+/// of `peers`, and returns how many there were. The `zeromq` crate opens
+/// connections itself and offers no socket hook, so they are found among
+/// the process's descriptors by their peer address. Linux only; elsewhere
+/// it finds none.
+fn for_each_connection(
+    peers: &[std::net::SocketAddr],
+    mut visit: impl FnMut(socket2::SockRef<'_>),
+) -> usize {
+    let mut found = 0;
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-        if !keepalive.enabled || peers.is_empty() {
-            return;
-        }
+        use std::os::fd::{BorrowedFd, RawFd};
         let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-            return;
+            return 0;
         };
-        let params = socket2::TcpKeepalive::new()
-            .with_time(keepalive.idle)
-            .with_interval(keepalive.interval)
-            .with_retries(keepalive.count);
         for entry in entries.flatten() {
             let Some(fd) = entry
                 .file_name()
@@ -299,23 +358,60 @@ fn keepalive_connections(peers: &[std::net::SocketAddr], keepalive: &Keepalive) 
             // SAFETY: the descriptor was open a moment ago and is only
             // borrowed for these calls; if it was closed and reused since,
             // the peer-address check fails (or, at worst, a socket of this
-            // process gets keepalive, which is harmless).
+            // process is visited, which the callers tolerate).
             let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
             let socket = socket2::SockRef::from(&borrowed);
-            let matches = socket
+            if socket
                 .peer_addr()
                 .ok()
                 .and_then(|a| a.as_socket())
-                .is_some_and(|peer| peers.contains(&peer));
-            if matches && !socket.keepalive().unwrap_or(true) {
-                if let Err(error) = socket.set_tcp_keepalive(&params) {
-                    tracing::debug!(fd = borrowed.as_raw_fd(), %error, "cannot set keepalive");
-                }
+                .is_some_and(|peer| peers.contains(&peer))
+            {
+                found += 1;
+                visit(socket);
             }
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (peers, keepalive);
+    let _ = (peers, &mut visit);
+    found
+}
+
+/// Applies `keepalive` to this process's TCP connections to `peers` that do
+/// not have it yet.
+fn keepalive_connections(peers: &[std::net::SocketAddr], keepalive: &Keepalive) {
+    if !keepalive.enabled || peers.is_empty() {
+        return;
+    }
+    let params = socket2::TcpKeepalive::new()
+        .with_time(keepalive.idle)
+        .with_interval(keepalive.interval)
+        .with_retries(keepalive.count);
+    for_each_connection(peers, |socket| {
+        if !socket.keepalive().unwrap_or(true) {
+            if let Err(error) = socket.set_tcp_keepalive(&params) {
+                tracing::debug!(%error, "cannot set keepalive");
+            }
+        }
+    });
+}
+
+/// The socket addresses of a TCP endpoint (`*` read as 127.0.0.1).
+async fn resolve(endpoint: &Endpoint) -> Vec<std::net::SocketAddr> {
+    match endpoint {
+        Endpoint::Tcp { host, port } => {
+            let host = if host == "*" {
+                "127.0.0.1"
+            } else {
+                host.trim_start_matches('[').trim_end_matches(']')
+            };
+            tokio::net::lookup_host((host, *port))
+                .await
+                .map(Iterator::collect)
+                .unwrap_or_default()
+        }
+        Endpoint::Ipc(_) => Vec::new(),
+    }
 }
 
 /// Runs one SUB socket connected to `endpoint` until `events` is closed:

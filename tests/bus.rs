@@ -471,3 +471,70 @@ async fn both_ends_of_a_subscription_use_tcp_keepalive() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_publisher_reconnects_after_a_relay_restart() {
+    let bus = Bus::new("active = true", "");
+    let config = load(&bus);
+    let start_relay = |config: Config| async move {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            fedmsg::relay::run(
+                &config,
+                async {
+                    let _ = stop_rx.await;
+                },
+                move |_| {
+                    let _ = ready_tx.send(());
+                },
+            )
+            .await
+        });
+        ready_rx.await.unwrap();
+        (stop_tx, task)
+    };
+    let (stop, task) = start_relay(config.clone()).await;
+    let publisher = Publisher::from_config(&config).await.unwrap();
+    let mut subscription = Subscriber::from_config(&config).subscribe();
+    warm_up(&publisher, &mut subscription).await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    // The relay is back on the same ports: the same publisher handle must
+    // reach the same subscriber again.
+    let (stop, task) = start_relay(config.clone()).await;
+    warm_up(&publisher, &mut subscription).await;
+    publisher
+        .publish("after", "restart", &json!({"ok": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut subscription).await.topic(),
+        "org.fedoraproject.dev.restart.after"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipc_endpoints_work_like_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.sock");
+    let bus = Bus::new("", &format!("\"svc.host\" = \"ipc://{}\"", path.display()));
+    let config = load(&bus);
+    let publisher = Publisher::bind(&config, "svc.host").await.unwrap();
+    let mut subscription = Subscriber::new(vec![(
+        "svc.host".into(),
+        format!("ipc://{}", path.display()).parse().unwrap(),
+    )])
+    .subscribe();
+    warm_up(&publisher, &mut subscription).await;
+    publisher
+        .publish("over", "ipc", &json!({"n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut subscription).await.topic(),
+        "org.fedoraproject.dev.ipc.over"
+    );
+}

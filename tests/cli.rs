@@ -324,6 +324,17 @@ fn tail_count_exits_after_n_messages() {
 }
 
 #[test]
+fn tail_without_endpoints_says_so() {
+    let bus = Bus::new("", "");
+    // A file that defines [endpoints] replaces the built-in ones entirely.
+    std::fs::write(&bus.config, "[endpoints]\n").unwrap();
+    let out = bus.command("fedmsg-tail").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no endpoints to subscribe to"), "{stderr}");
+}
+
+#[test]
 fn tail_timeout_has_its_own_exit_code_and_ctrl_c_is_clean() {
     let bus = Bus::new("", "");
     let mut command = bus.command("fedmsg-tail");
