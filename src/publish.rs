@@ -63,6 +63,7 @@ pub enum PublishError {
 enum Command {
     Publish(Topic, Value),
     Flush(oneshot::Sender<Result<(), PublishError>>),
+    Close(oneshot::Sender<Result<(), PublishError>>),
 }
 
 /// Settings a publisher keeps from the configuration.
@@ -97,6 +98,13 @@ enum Sink {
 }
 
 impl Sink {
+    async fn close(self) {
+        match self {
+            Sink::Bound(s) => s.close().await,
+            Sink::Connected(_) => {}
+        }
+    }
+
     async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
         match self {
             Sink::Bound(s) => s.send(frames).await,
@@ -234,6 +242,17 @@ impl Publisher {
             .map_err(|_| PublishError::Closed)
     }
 
+    /// Flushes, then closes the socket and releases its address; every
+    /// clone of this handle refuses to publish afterwards.
+    pub async fn close(&self) -> Result<(), PublishError> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::Close(done))
+            .await
+            .map_err(|_| PublishError::Closed)?;
+        wait.await.map_err(|_| PublishError::Closed)?
+    }
+
     /// Waits until every message queued so far has been handed to the
     /// socket (in active mode: written to the relay connection), and reports
     /// the first error since the last flush.
@@ -280,8 +299,16 @@ async fn run(mut sink: Sink, mut commands: mpsc::Receiver<Command>) {
             Command::Flush(done) => {
                 let _ = done.send(error.take().map_or(Ok(()), Err));
             }
+            Command::Close(done) => {
+                // No send may succeed once close() has returned.
+                commands.close();
+                sink.close().await;
+                let _ = done.send(error.take().map_or(Ok(()), Err));
+                return;
+            }
         }
     }
+    sink.close().await;
 }
 
 /// A message built exactly as [`Publisher::publish`] would send it, for

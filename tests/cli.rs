@@ -69,6 +69,31 @@ fn logger_lines_reach_the_tail_through_the_relay() {
 }
 
 #[test]
+fn tail_follows_a_restarted_publisher() {
+    let bus = Bus::new("", "");
+    let relay = bus.start_relay();
+    let mut tail = bus.start_tail_ready(&[]);
+    // The relay is the tail's publisher: kill it and start a new process on
+    // the same address; the tail must reconnect by itself.
+    drop(relay);
+    let _relay = bus.start_relay();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = run_logger(&bus, &["--message", "after restart"], "");
+        assert!(out.status.success());
+        if let Some(line) = tail.stdout_line(Duration::from_millis(200)) {
+            assert_eq!(json(&line)["msg"]["log"], "after restart");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tail never reconnected: {}",
+            tail.stderr_text()
+        );
+    }
+}
+
+#[test]
 fn hundred_one_shot_loggers_all_arrive() {
     let bus = Bus::new("", "");
     let _relay = bus.start_relay();
