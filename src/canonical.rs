@@ -80,13 +80,24 @@ pub fn write_canonical(out: &mut String, value: &Value) {
 }
 
 fn write_object(out: &mut String, map: &Map<String, Value>) {
+    write_canonical_object_without(out, map, &[]);
+}
+
+/// Appends the canonical form of `map` leaving out the keys in `skip`
+/// (the signed form of an envelope skips `signature` and `certificate`).
+pub fn write_canonical_object_without(out: &mut String, map: &Map<String, Value>, skip: &[&str]) {
     out.push('{');
     // `Map` is a BTreeMap ordered by UTF-8 bytes, which is code-point order:
     // the same order Python's `sort_keys` gives for well-formed strings.
-    for (index, (key, value)) in map.iter().enumerate() {
-        if index > 0 {
+    let mut first = true;
+    for (key, value) in map.iter() {
+        if skip.contains(&key.as_str()) {
+            continue;
+        }
+        if !first {
             out.push(',');
         }
+        first = false;
         write_string(out, key);
         out.push(':');
         write_canonical(out, value);

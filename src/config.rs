@@ -120,6 +120,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "crl_location",
     "routing_policy",
     "routing_nitpicky",
+    "crl_expired_policy",
     "high_water_mark",
     "io_threads",
     "post_init_sleep",
@@ -198,6 +199,7 @@ pub struct RawConfig {
     pub crl_location: Option<String>,
     pub routing_policy: Option<BTreeMap<String, Vec<String>>>,
     pub routing_nitpicky: Option<bool>,
+    pub crl_expired_policy: Option<String>,
     pub high_water_mark: Option<u64>,
     pub io_threads: Option<u64>,
     pub post_init_sleep: Option<f64>,
@@ -267,6 +269,8 @@ pub struct Config {
     pub routing_policy: BTreeMap<String, Vec<String>>,
     /// Refuse topics missing from `routing_policy`.
     pub routing_nitpicky: bool,
+    /// What validation does when the CRL is past its `nextUpdate`.
+    pub crl_expired: crate::crypto::CrlExpiredPolicy,
     /// Queue limit per peer (0 = the transport's default).
     pub high_water_mark: u64,
     /// How long a connecting publisher waits to deliver before giving up.
@@ -641,6 +645,14 @@ fn check_value(
             });
         }
     }
+    if let Some(policy) = &raw.crl_expired_policy {
+        if policy != "reject" && policy != "accept" {
+            return Err(invalid(
+                format!("crl_expired_policy must be \"reject\" or \"accept\", not {policy:?}"),
+                shown,
+            ));
+        }
+    }
     if let Some(backend) = &raw.crypto_backend {
         check_backend(backend).map_err(|r| invalid(r, shown))?;
     }
@@ -788,6 +800,10 @@ fn resolve(raw: RawConfig, merged: Table, sources: Vec<Source>) -> Result<Config
         crl_location: raw.crl_location.filter(|s| !s.is_empty()),
         routing_policy: raw.routing_policy.unwrap_or_default(),
         routing_nitpicky: raw.routing_nitpicky.unwrap_or(false),
+        crl_expired: match raw.crl_expired_policy.as_deref() {
+            Some("accept") => crate::crypto::CrlExpiredPolicy::Accept,
+            _ => crate::crypto::CrlExpiredPolicy::Reject,
+        },
         high_water_mark: raw.high_water_mark.unwrap_or(0),
         linger: ms(raw.zmq_linger, 1000),
         keepalive: Keepalive {

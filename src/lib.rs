@@ -20,6 +20,8 @@
 //! * [`topic`], [`endpoint`]: the validated newtypes at the boundary.
 //! * [`canonical`]: Python-exact JSON (the bytes fedmsg signs and sends).
 //! * [`envelope`]: the message body and the decoding of received frames.
+//! * [`crypto`]: signing (fedmsg's X.509/RSA and Ed25519) and validation
+//!   against a CA, a CRL and a routing policy.
 //! * [`publish`]: the [`Publisher`] handle and the blocking [`publish()`].
 //! * [`subscribe`]: the [`Subscription`] stream over every endpoint.
 //! * [`relay`]: `fedmsg-relay`, active publishers in, subscribers out.
@@ -32,6 +34,7 @@
 pub mod canonical;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod endpoint;
 pub mod envelope;
 pub mod logger;

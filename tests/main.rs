@@ -7,4 +7,5 @@ mod bus;
 mod canonical;
 mod cli;
 mod config;
+mod crypto;
 mod interop;
