@@ -58,6 +58,9 @@ struct Args {
     /// Do not validate signatures.
     #[arg(long)]
     no_validate: bool,
+    /// With validation on, show invalid messages marked INVALID instead of dropping them.
+    #[arg(long)]
+    show_invalid: bool,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
         color,
         count: args.count,
         timeout,
+        show_invalid: args.show_invalid,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

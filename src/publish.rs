@@ -13,6 +13,7 @@
 //! over a process-wide publisher.
 
 use crate::config::Config;
+use crate::crypto::{certname_for, Signer};
 use crate::endpoint::Endpoint;
 use crate::envelope::{self, Message};
 use crate::topic::Topic;
@@ -58,6 +59,34 @@ pub enum PublishError {
     /// The configuration says not to publish.
     #[error("publishing is disabled by `mute = true`")]
     Muted,
+    /// `sign_messages` is on but the key or certificate is unusable.
+    #[error("cannot sign messages: {0}")]
+    Signer(String),
+}
+
+/// The signer `sign_messages` asks for, loaded before any socket opens so a
+/// missing key or certificate is a start-up error.
+fn signer_for(config: &Config, name: &str) -> Result<Option<Arc<Signer>>, PublishError> {
+    if !config.sign_messages {
+        return Ok(None);
+    }
+    let certname = certname_for(config, name);
+    let signer =
+        Signer::from_config(config, &certname).map_err(|e| PublishError::Signer(e.to_string()))?;
+    if signer.scheme().name() != config.crypto_backend {
+        return Err(PublishError::Signer(format!(
+            "crypto_backend is {:?} but the key for `{certname}` signs {:?}",
+            config.crypto_backend,
+            signer.scheme().name()
+        )));
+    }
+    tracing::info!(
+        certname,
+        signer = signer.common_name(),
+        scheme = signer.scheme().name(),
+        "signing messages"
+    );
+    Ok(Some(Arc::new(signer)))
 }
 
 enum Command {
@@ -154,13 +183,20 @@ impl Publisher {
             .ok_or_else(|| PublishError::NoEndpoint {
                 name: name.to_owned(),
             })?;
+        let signer = signer_for(config, name)?;
         let mut tried = Vec::new();
         for address in addresses {
             match PubSocket::bind(address, &config.keepalive).await {
                 Ok(socket) => {
                     let endpoint = socket.endpoint().clone();
                     tracing::info!(name, endpoint = %endpoint, "publisher bound");
-                    return Ok(Self::spawn(config, name, endpoint, Sink::Bound(socket)));
+                    return Ok(Self::spawn(
+                        config,
+                        name,
+                        endpoint,
+                        Sink::Bound(socket),
+                        signer,
+                    ));
                 }
                 Err(e) => {
                     tracing::debug!(name, endpoint = %address, error = %e, "endpoint not available");
@@ -178,22 +214,30 @@ impl Publisher {
     /// mode), waiting at most `timeout` for it to listen.
     pub async fn connect(config: &Config) -> Result<Publisher, PublishError> {
         let endpoint = config.relay_inbound.first().ok_or(PublishError::NoRelay)?;
-        let socket = ConnectedPub::connect(endpoint, config.timeout, &config.keepalive)
-            .await
-            .map_err(|e| PublishError::Relay(e.to_string()))?;
         let name = config
             .name
             .clone()
             .unwrap_or_else(|| "relay_inbound".to_owned());
+        let signer = signer_for(config, &name)?;
+        let socket = ConnectedPub::connect(endpoint, config.timeout, &config.keepalive)
+            .await
+            .map_err(|e| PublishError::Relay(e.to_string()))?;
         Ok(Self::spawn(
             config,
             &name,
             endpoint.clone(),
             Sink::Connected(socket),
+            signer,
         ))
     }
 
-    fn spawn(config: &Config, name: &str, endpoint: Endpoint, sink: Sink) -> Publisher {
+    fn spawn(
+        config: &Config,
+        name: &str,
+        endpoint: Endpoint,
+        sink: Sink,
+        signer: Option<Arc<Signer>>,
+    ) -> Publisher {
         let (commands, receiver) = mpsc::channel(1024);
         let identity = Arc::new(Identity {
             name: name.to_owned(),
@@ -201,7 +245,7 @@ impl Publisher {
             topic_prefix: config.topic_prefix.clone(),
             environment: config.environment.clone(),
         });
-        tokio::spawn(run(sink, receiver));
+        tokio::spawn(run(sink, receiver, signer));
         Publisher { commands, identity }
     }
 
@@ -275,7 +319,7 @@ fn reason_of(error: &TransportError) -> String {
     }
 }
 
-async fn run(mut sink: Sink, mut commands: mpsc::Receiver<Command>) {
+async fn run(mut sink: Sink, mut commands: mpsc::Receiver<Command>, signer: Option<Arc<Signer>>) {
     let username = envelope::current_username();
     let mut counter: u64 = 0;
     let mut error: Option<PublishError> = None;
@@ -284,7 +328,10 @@ async fn run(mut sink: Sink, mut commands: mpsc::Receiver<Command>) {
         match command {
             Command::Publish(topic, msg) => {
                 counter += 1;
-                let body = envelope::build(&topic, msg, counter, &username);
+                let mut body = envelope::build(&topic, msg, counter, &username);
+                if let Some(signer) = &signer {
+                    signer.sign(&mut body);
+                }
                 out.clear();
                 crate::canonical::write_canonical(&mut out, &Value::Object(body));
                 let frames = vec![

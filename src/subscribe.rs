@@ -8,6 +8,7 @@
 //! message, counted in [`Stats`], and skipped: it never ends the stream.
 
 use crate::config::{Config, Keepalive};
+use crate::crypto::{Validator, ValidatorConfig, Verdict};
 use crate::endpoint::Endpoint;
 use crate::envelope::{DecodeError, Message};
 use crate::transport::{self, Backoff, SubEvent};
@@ -29,6 +30,8 @@ pub struct Received {
     pub endpoint: Endpoint,
     /// The message.
     pub message: Message,
+    /// The signature verdict, when the subscription validates.
+    pub verdict: Option<Verdict>,
 }
 
 impl Received {
@@ -43,6 +46,7 @@ impl Received {
 pub struct Stats {
     received: AtomicU64,
     invalid: Mutex<BTreeMap<&'static str, u64>>,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
     connected: AtomicU64,
 }
 
@@ -55,6 +59,11 @@ impl Stats {
     /// Malformed messages dropped, by reason label ([`DecodeError::label`]).
     pub fn invalid(&self) -> BTreeMap<&'static str, u64> {
         self.invalid.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Messages that failed signature validation, by reason label.
+    pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
+        self.rejected.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Total malformed messages dropped.
@@ -82,6 +91,8 @@ pub struct Subscriber {
     backoff: Backoff,
     keepalive: Keepalive,
     max_message_size: usize,
+    validator: Option<Arc<Validator>>,
+    keep_invalid: bool,
 }
 
 impl Subscriber {
@@ -96,6 +107,10 @@ impl Subscriber {
             },
             keepalive: config.keepalive.clone(),
             max_message_size: config.max_message_size,
+            validator: config
+                .validate_signatures
+                .then(|| Arc::new(Validator::new(ValidatorConfig::from_config(config)))),
+            keep_invalid: false,
         }
     }
 
@@ -115,7 +130,22 @@ impl Subscriber {
                 interval: Duration::from_secs(5),
             },
             max_message_size: 1 << 20,
+            validator: None,
+            keep_invalid: false,
         }
+    }
+
+    /// Validates every message with `validator` (or stops validating).
+    pub fn validator(mut self, validator: Option<Arc<Validator>>) -> Subscriber {
+        self.validator = validator;
+        self
+    }
+
+    /// Delivers messages that fail validation too, with their verdict,
+    /// instead of dropping them.
+    pub fn keep_invalid(mut self, keep: bool) -> Subscriber {
+        self.keep_invalid = keep;
+        self
     }
 
     /// Adds a topic prefix to subscribe to (none means everything).
@@ -165,6 +195,8 @@ impl Subscriber {
             receiver,
             stats: Arc::new(Stats::default()),
             max_message_size: self.max_message_size,
+            validator: self.validator,
+            keep_invalid: self.keep_invalid,
         }
     }
 
@@ -188,6 +220,8 @@ pub struct Subscription {
     receiver: mpsc::Receiver<SubEvent>,
     stats: Arc<Stats>,
     max_message_size: usize,
+    validator: Option<Arc<Validator>>,
+    keep_invalid: bool,
 }
 
 impl Subscription {
@@ -202,11 +236,25 @@ impl Subscription {
                 let (name, endpoint) = self.endpoints.get(index)?;
                 match Message::decode(&frames, self.max_message_size) {
                     Ok(message) => {
+                        let verdict = self
+                            .validator
+                            .as_ref()
+                            .map(|v| v.validate_message(&message));
+                        if let Some(Verdict::Invalid(reason)) = &verdict {
+                            if let Ok(mut map) = self.stats.rejected.lock() {
+                                *map.entry(reason.label()).or_default() += 1;
+                            }
+                            tracing::warn!(endpoint = %endpoint, topic = message.topic(), msg_id = message.msg_id().unwrap_or(""), reason = %reason, "invalid signature: message dropped");
+                            if !self.keep_invalid {
+                                return None;
+                            }
+                        }
                         self.stats.received.fetch_add(1, Ordering::Relaxed);
                         Some(Received {
                             name: name.clone(),
                             endpoint: endpoint.clone(),
                             message,
+                            verdict,
                         })
                     }
                     Err(error) => {

@@ -9,6 +9,7 @@
 
 use crate::canonical::{self, Palette};
 use crate::config::Config;
+use crate::crypto::Verdict;
 use crate::envelope::Message;
 use crate::meta;
 use crate::subscribe::{Stats, Subscriber};
@@ -54,6 +55,9 @@ pub struct TailOptions {
     pub count: Option<u64>,
     /// Stop after this long.
     pub timeout: Option<Duration>,
+    /// With validation on, show invalid messages (marked) instead of
+    /// dropping them.
+    pub show_invalid: bool,
 }
 
 impl Default for TailOptions {
@@ -66,6 +70,7 @@ impl Default for TailOptions {
             color: false,
             count: None,
             timeout: None,
+            show_invalid: false,
         }
     }
 }
@@ -99,7 +104,9 @@ pub async fn run<W: Write>(
     shutdown: impl Future<Output = ()>,
     out: W,
 ) -> Result<(TailOutcome, Arc<Stats>), TailError> {
-    let subscriber = Subscriber::from_config(config).topics(options.topics.clone());
+    let subscriber = Subscriber::from_config(config)
+        .topics(options.topics.clone())
+        .keep_invalid(options.show_invalid);
     if subscriber.endpoints().is_empty() {
         return Err(TailError::NoEndpoints);
     }
@@ -127,7 +134,13 @@ pub async fn run<W: Write>(
         while let Some(received) = next {
             if wanted(received.topic(), options) {
                 line.clear();
-                render(&mut line, &received.message, options, &config.topic_prefix);
+                render(
+                    &mut line,
+                    &received.message,
+                    received.verdict.as_ref(),
+                    options,
+                    &config.topic_prefix,
+                );
                 out.write_all(line.as_bytes())?;
                 shown += 1;
                 if options.count.is_some_and(|c| shown >= c) {
@@ -150,7 +163,15 @@ fn wanted(topic: &str, options: &TailOptions) -> bool {
 }
 
 /// Appends one message in `options.format`, with its trailing newline.
-pub fn render(out: &mut String, message: &Message, options: &TailOptions, topic_prefix: &str) {
+/// With a verdict, `--really-pretty` names the signer and every human
+/// format marks an invalid message.
+pub fn render(
+    out: &mut String,
+    message: &Message,
+    verdict: Option<&Verdict>,
+    options: &TailOptions,
+    topic_prefix: &str,
+) {
     if options.format == Format::Json {
         // Python's relay re-encodes bodies with spaces; re-emitting the
         // canonical form keeps one compact line per message whatever the hop.
@@ -163,6 +184,13 @@ pub fn render(out: &mut String, message: &Message, options: &TailOptions, topic_
             .format("[%Y-%m-%d %H:%M:%S][fedmsg.commands    INFO] ")
             .to_string(),
     );
+    match verdict {
+        Some(Verdict::Invalid(reason)) => out.push_str(&format!("INVALID ({reason}) ")),
+        Some(Verdict::Valid { signer, scheme }) if options.format == Format::ReallyPretty => {
+            out.push_str(&format!("signed by {signer} ({}) ", scheme.name()));
+        }
+        _ => {}
+    }
     match &options.format {
         Format::Default => python_repr(out, &Value::Object(message.body().clone())),
         Format::Pretty => {
@@ -371,6 +399,7 @@ mod tests {
         render(
             &mut out,
             &message(),
+            None,
             &TailOptions {
                 format,
                 ..Default::default()

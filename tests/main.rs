@@ -9,3 +9,4 @@ mod cli;
 mod config;
 mod crypto;
 mod interop;
+mod signed;

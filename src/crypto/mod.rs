@@ -91,6 +91,14 @@ pub enum Reason {
     },
     /// `routing_nitpicky` and the topic is missing from the policy.
     NotInPolicy(String),
+    /// Frame 0 and the envelope's `topic` differ (the signature only
+    /// covers the envelope, so the frame could lie).
+    TopicMismatch {
+        /// The topic of frame 0.
+        frame: String,
+        /// The envelope's `topic`.
+        envelope: String,
+    },
 }
 
 impl Reason {
@@ -115,6 +123,7 @@ impl Reason {
             Reason::BadSignature => "bad_signature",
             Reason::NotAllowed { .. } => "not_allowed",
             Reason::NotInPolicy(_) => "not_in_policy",
+            Reason::TopicMismatch { .. } => "topic_mismatch",
         }
     }
 }
@@ -147,6 +156,12 @@ impl fmt::Display for Reason {
             }
             Reason::NotInPolicy(topic) => {
                 write!(f, "topic {topic} not in routing_policy (routing_nitpicky)")
+            }
+            Reason::TopicMismatch { frame, envelope } => {
+                write!(
+                    f,
+                    "frame topic {frame} differs from envelope topic {envelope}"
+                )
             }
         }
     }
@@ -285,6 +300,7 @@ impl ValidatorConfig {
 }
 
 /// Validates messages against a CA, a CRL and a routing policy.
+#[derive(Debug)]
 pub struct Validator {
     settings: ValidatorConfig,
     store: TrustStore,
@@ -306,6 +322,23 @@ impl Validator {
     /// The trust store (for its status and counters).
     pub fn store(&self) -> &TrustStore {
         &self.store
+    }
+
+    /// Validates a received message: its frame topic must match the
+    /// envelope's, then the envelope is validated now.
+    pub fn validate_message(&self, message: &crate::envelope::Message) -> Verdict {
+        let envelope = message
+            .body()
+            .get("topic")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if envelope != message.topic() {
+            return Verdict::Invalid(Reason::TopicMismatch {
+                frame: message.topic().to_owned(),
+                envelope: envelope.to_owned(),
+            });
+        }
+        self.validate(message.body())
     }
 
     /// Validates `body` now.

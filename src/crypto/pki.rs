@@ -263,6 +263,15 @@ const RELOAD_CHECK: Duration = Duration::from_secs(1);
 /// Most distinct certificates kept parsed (a deployment has tens to hundreds).
 const LEAF_CACHE: usize = 4096;
 
+impl std::fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustStore")
+            .field("ca", &self.ca_path)
+            .field("crl", &self.crl_path)
+            .finish()
+    }
+}
+
 impl TrustStore {
     /// A store for these files; they are read now and whenever they change.
     pub fn new(
