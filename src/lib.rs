@@ -25,7 +25,7 @@
 //! * [`publish`]: the [`Publisher`] handle and the blocking [`publish()`].
 //! * [`subscribe`]: the [`Subscription`] stream over every endpoint.
 //! * [`relay`]: `fedmsg-relay`, active publishers in, subscribers out.
-//! * [`tail`], [`logger`], [`meta`]: the command-line tools' behaviour.
+//! * [`tail`], [`logger`], [`meta`], [`verify`]: the command-line tools' behaviour.
 //! * [`cli`]: flags, logging and exit codes shared by the binaries.
 //! * `transport` (private): the only module that touches the `zeromq` crate.
 
@@ -45,6 +45,7 @@ pub mod subscribe;
 pub mod tail;
 pub mod topic;
 mod transport;
+pub mod verify;
 
 pub use config::{Config, ConfigError, Loader};
 pub use endpoint::Endpoint;

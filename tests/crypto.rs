@@ -329,3 +329,105 @@ fn random_garbage_in_crypto_fields_gives_invalid_never_a_panic() {
         assert!(!verdict.to_string().is_empty());
     }
 }
+
+fn verify(args: &[&str], stdin: &[u8]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(crate::util::bin("fedmsg-verify"));
+    crate::util::isolate(&mut command, dir.path());
+    command
+        .current_dir(fixtures())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn fedmsg_verify_audits_the_real_fedora_archive() {
+    let page = "real-fedora/sample_datanommer_response.json";
+    let (code, stdout, stderr) = verify(
+        &[
+            "--ca",
+            "test-certs/fedora_ca.crt",
+            "--no-crl",
+            "--at",
+            "2023-06-01",
+            page,
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains(": valid (x509 signed by "))
+            .count(),
+        25,
+        "{stdout}"
+    );
+    assert!(stderr.contains("25 valid, 0 invalid"));
+    let (code, stdout, _) = verify(&["--ca", "test-certs/fedora_ca.crt", "--no-crl", page], b"");
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.ends_with(": invalid: expired certificate"))
+            .count(),
+        25,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn fedmsg_verify_reads_json_lines_and_names_each_reason() {
+    let mut lines = String::new();
+    for name in [
+        "signed_by_shell-app01",
+        "tampered_body",
+        "swapped_certificate",
+        "signed_by_dummy-revoked",
+        "unwrapped_base64",
+    ] {
+        let text =
+            std::fs::read_to_string(fixtures().join(format!("generated/{name}.json"))).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        lines.push_str(&value.to_string());
+        lines.push('\n');
+    }
+    let (code, stdout, stderr) = verify(
+        &["--ca", "test-certs/ca.crt", "--crl", "test-certs/crl.pem"],
+        lines.as_bytes(),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    let verdicts: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split_once("greet: ").map(|(_, v)| v).unwrap_or(l))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "valid (x509 signed by shell-app01.phx2.fedoraproject.org)",
+            "invalid: bad signature",
+            "invalid: bad signature",
+            "invalid: revoked certificate",
+            "valid (x509 signed by shell-app01.phx2.fedoraproject.org)",
+        ]
+    );
+    let (code, _, stderr) = verify(&["--ca", "test-certs/ca.crt"], b"{\"a\": 1}\n{broken\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("stdin") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = verify(&["--ca", "test-certs/nope.crt"], b"");
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("nope.crt"), "{stderr}");
+}

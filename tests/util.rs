@@ -21,6 +21,7 @@ pub fn bin(name: &str) -> PathBuf {
         "fedmsg-logger" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-logger")),
         "fedmsg-relay" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-relay")),
         "fedmsg-config" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-config")),
+        "fedmsg-verify" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-verify")),
         other => panic!("unknown binary {other}"),
     }
 }
