@@ -9,4 +9,5 @@ mod cli;
 mod config;
 mod crypto;
 mod interop;
+mod pki;
 mod signed;

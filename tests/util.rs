@@ -22,6 +22,7 @@ pub fn bin(name: &str) -> PathBuf {
         "fedmsg-relay" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-relay")),
         "fedmsg-config" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-config")),
         "fedmsg-verify" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-verify")),
+        "fedmsg-certs" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-certs")),
         other => panic!("unknown binary {other}"),
     }
 }

@@ -13,6 +13,7 @@
 //! routing policy, and returns a [`Verdict`] with a [`Reason`]. Malformed
 //! fields of any kind give an invalid verdict, never a panic.
 
+pub mod certs;
 pub mod pki;
 pub mod policy;
 mod signer;
@@ -317,6 +318,12 @@ impl Validator {
             settings.crl_expired,
         );
         Validator { settings, store }
+    }
+
+    /// Checks the CA and CRL files for changes this often (default 1 s).
+    pub fn reload_check(mut self, every: std::time::Duration) -> Validator {
+        self.store.set_reload_check(every);
+        self
     }
 
     /// The trust store (for its status and counters).

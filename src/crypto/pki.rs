@@ -253,6 +253,7 @@ pub struct TrustStore {
     crl_path: Option<PathBuf>,
     crl_policy: CrlExpiredPolicy,
     state: Mutex<Loaded>,
+    reload_check: Duration,
     leaves: Mutex<HashMap<[u8; 32], Arc<Leaf>>>,
     /// Live counters.
     pub stats: TrustStats,
@@ -290,6 +291,7 @@ impl TrustStore {
                 generation: 0,
                 warned_crl_expired: false,
             }),
+            reload_check: RELOAD_CHECK,
             leaves: Mutex::new(HashMap::new()),
             stats: TrustStats::default(),
         };
@@ -330,8 +332,13 @@ impl TrustStore {
         }
     }
 
+    /// Changes how often the files are checked for changes (default 1 s).
+    pub fn set_reload_check(&mut self, every: Duration) {
+        self.reload_check = every;
+    }
+
     fn refresh(&self, state: &mut Loaded) {
-        if state.checked.elapsed() < RELOAD_CHECK {
+        if state.checked.elapsed() < self.reload_check {
             return;
         }
         state.checked = Instant::now();
