@@ -128,7 +128,10 @@ fn ed25519_and_rsa_certificates_from_fedmsg_certs() {
     );
     let mut wrong = body.clone();
     wrong.insert("crypto".into(), json!("x509"));
-    assert_eq!(validator.validate(&wrong).is_valid(), false);
+    assert!(
+        !validator.validate(&wrong).is_valid(),
+        "crypto says x509 but the key is Ed25519"
+    );
 
     // Another CA does not vouch for these certificates.
     let other = tempfile::tempdir().unwrap();
