@@ -377,20 +377,16 @@ impl Validator {
         if !self.settings.backends.iter().any(|b| b == scheme.name()) {
             return Err(Reason::SchemeNotAllowed(scheme.name().into()));
         }
-        let field = |name: &'static str| -> Result<Vec<u8>, Reason> {
+        let text = |name: &'static str| -> Result<&str, Reason> {
             match body.get(name) {
                 None => Err(Reason::Unsigned),
-                Some(Value::String(text)) => {
-                    lenient_base64(text).ok_or(Reason::MalformedBase64(name))
-                }
+                Some(Value::String(text)) => Ok(text),
                 Some(_) => Err(Reason::MalformedBase64(name)),
             }
         };
-        let signature = field("signature")?;
-        let certificate = field("certificate")?;
-        let der = pki::pem_block(&certificate, "CERTIFICATE")
-            .ok_or_else(|| Reason::MalformedCertificate("no PEM certificate".into()))?;
-        let leaf = self.store.leaf(&der)?;
+        let signature =
+            lenient_base64(text("signature")?).ok_or(Reason::MalformedBase64("signature"))?;
+        let leaf = self.store.leaf_for_field(text("certificate")?)?;
         self.store.check(&leaf, at)?;
         let data = signed_bytes(body);
         signer::verify(scheme, &leaf.key, data.as_bytes(), &signature)?;

@@ -4,11 +4,9 @@
 use super::pki::{certificate_pem, pem_block, Leaf, PublicKey};
 use super::{signed_bytes, wrapped_base64, Reason, Scheme};
 use crate::config::Config;
-use rsa::pkcs1v15::{
-    Signature as RsaSignature, SigningKey as RsaSigningKey, VerifyingKey as RsaVerifyingKey,
-};
+use rsa::pkcs1v15::SigningKey as RsaSigningKey;
 use rsa::pkcs8::DecodePrivateKey;
-use rsa::signature::{SignatureEncoding, Signer as _, Verifier as _};
+use rsa::signature::{SignatureEncoding, Signer as _};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -147,7 +145,7 @@ impl Signer {
             }
         };
         let matches = match (&parsed, &leaf.key) {
-            (Key::Rsa(k), PublicKey::Rsa(p)) => rsa::RsaPublicKey::from(k.as_ref()) == *p,
+            (Key::Rsa(k), PublicKey::Rsa(p, _)) => rsa::RsaPublicKey::from(k.as_ref()) == *p,
             (Key::Ed25519(k), PublicKey::Ed25519(p)) => k.verifying_key() == *p,
             _ => false,
         };
@@ -208,10 +206,14 @@ pub(crate) fn verify(
     signature: &[u8],
 ) -> Result<(), Reason> {
     match (scheme, key) {
-        (Scheme::X509, PublicKey::Rsa(key)) => {
-            let signature = RsaSignature::try_from(signature).map_err(|_| Reason::BadSignature)?;
-            RsaVerifyingKey::<sha1::Sha1>::new(key.clone())
-                .verify(data, &signature)
+        (Scheme::X509, PublicKey::Rsa(_, pkcs1)) => {
+            // ring's verifier is several times faster than the rsa crate's
+            // and still accepts fedmsg's RSA-1024 / SHA-1.
+            let key = ring::signature::UnparsedPublicKey::new(
+                &ring::signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+                pkcs1,
+            );
+            key.verify(data, signature)
                 .map_err(|_| Reason::BadSignature)
         }
         (Scheme::Ed25519, PublicKey::Ed25519(key)) => {
