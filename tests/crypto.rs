@@ -431,3 +431,35 @@ fn fedmsg_verify_reads_json_lines_and_names_each_reason() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("nope.crt"), "{stderr}");
 }
+
+#[test]
+fn random_bytes_as_frames_and_bodies_never_panic() {
+    let validator = Validator::new(settings());
+    let valid = std::fs::read(fixtures().join("generated/wire-direct-signed.frame1.bin")).unwrap();
+    let topic = std::fs::read(fixtures().join("generated/wire-direct-signed.frame0.bin")).unwrap();
+    let mut rng = Rng(0xfeed_beef_cafe_f00d);
+    let mut decoded = 0;
+    for _ in 0..20_000 {
+        // Start from a real signed body and damage it at random.
+        let mut body = valid.clone();
+        for _ in 0..(1 + rng.next() % 4) {
+            let i = (rng.next() as usize) % body.len();
+            match rng.next() % 3 {
+                0 => body[i] = rng.next() as u8,
+                1 => {
+                    body.truncate(i);
+                }
+                _ => body.insert(i, b"\"{}[],:\\0e-9"[(rng.next() % 12) as usize]),
+            }
+            if body.is_empty() {
+                break;
+            }
+        }
+        let frames = [bytes::Bytes::from(topic.clone()), bytes::Bytes::from(body)];
+        if let Ok(message) = fedmsg::Message::decode(&frames, 1 << 20) {
+            decoded += 1;
+            let _ = validator.validate_message(&message).to_string();
+        }
+    }
+    assert!(decoded > 0, "some damaged bodies are still JSON objects");
+}
