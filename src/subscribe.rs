@@ -197,6 +197,7 @@ impl Subscriber {
             max_message_size: self.max_message_size,
             validator: self.validator,
             keep_invalid: self.keep_invalid,
+            ready: std::collections::VecDeque::new(),
         }
     }
 
@@ -222,6 +223,7 @@ pub struct Subscription {
     max_message_size: usize,
     validator: Option<Arc<Validator>>,
     keep_invalid: bool,
+    ready: std::collections::VecDeque<Received>,
 }
 
 impl Subscription {
@@ -230,72 +232,100 @@ impl Subscription {
         self.stats.clone()
     }
 
-    fn handle(&self, event: SubEvent) -> Option<Received> {
-        match event {
-            SubEvent::Frames(index, frames) => {
-                let (name, endpoint) = self.endpoints.get(index)?;
-                match Message::decode(&frames, self.max_message_size) {
-                    Ok(message) => {
-                        let verdict = self
-                            .validator
-                            .as_ref()
-                            .map(|v| v.validate_message(&message));
-                        if let Some(Verdict::Invalid(reason)) = &verdict {
-                            if let Ok(mut map) = self.stats.rejected.lock() {
-                                *map.entry(reason.label()).or_default() += 1;
-                            }
-                            tracing::warn!(endpoint = %endpoint, topic = message.topic(), msg_id = message.msg_id().unwrap_or(""), reason = %reason, "invalid signature: message dropped");
-                            if !self.keep_invalid {
-                                return None;
-                            }
+    /// Turns a batch of transport events into deliverable messages, in
+    /// order: decodes, validates (the whole batch at once, so Ed25519
+    /// signatures are batch-verified), counts and logs what is dropped.
+    fn process(&mut self, events: Vec<SubEvent>) {
+        let mut decoded: Vec<(usize, Message)> = Vec::with_capacity(events.len());
+        for event in events {
+            match event {
+                SubEvent::Frames(index, frames) => {
+                    match Message::decode(&frames, self.max_message_size) {
+                        Ok(message) => decoded.push((index, message)),
+                        Err(error) => {
+                            self.stats.count_invalid(&error);
+                            let endpoint = self
+                                .endpoints
+                                .get(index)
+                                .map(|(_, e)| e.to_string())
+                                .unwrap_or_default();
+                            tracing::warn!(endpoint = %endpoint, reason = error.label(), error = %error, "dropped malformed message");
                         }
-                        self.stats.received.fetch_add(1, Ordering::Relaxed);
-                        Some(Received {
-                            name: name.clone(),
-                            endpoint: endpoint.clone(),
-                            message,
-                            verdict,
-                        })
-                    }
-                    Err(error) => {
-                        self.stats.count_invalid(&error);
-                        tracing::warn!(endpoint = %endpoint, reason = error.label(), error = %error, "dropped malformed message");
-                        None
                     }
                 }
-            }
-            SubEvent::Connected(index) => {
-                self.stats.connected.fetch_add(1, Ordering::Relaxed);
-                if let Some((name, endpoint)) = self.endpoints.get(index) {
-                    tracing::debug!(name = %name, endpoint = %endpoint, "connected");
+                SubEvent::Connected(index) => {
+                    self.stats.connected.fetch_add(1, Ordering::Relaxed);
+                    if let Some((name, endpoint)) = self.endpoints.get(index) {
+                        tracing::debug!(name = %name, endpoint = %endpoint, "connected");
+                    }
                 }
-                None
-            }
-            SubEvent::Disconnected(index) => {
-                self.stats.connected.fetch_sub(1, Ordering::Relaxed);
-                if let Some((name, endpoint)) = self.endpoints.get(index) {
-                    tracing::info!(name = %name, endpoint = %endpoint, "publisher went away; reconnecting");
+                SubEvent::Disconnected(index) => {
+                    self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+                    if let Some((name, endpoint)) = self.endpoints.get(index) {
+                        tracing::info!(name = %name, endpoint = %endpoint, "publisher went away; reconnecting");
+                    }
                 }
-                None
             }
+        }
+        let verdicts: Vec<Option<Verdict>> = match &self.validator {
+            Some(validator) => {
+                let messages: Vec<&Message> = decoded.iter().map(|(_, m)| m).collect();
+                validator
+                    .validate_messages(&messages)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            None => vec![None; decoded.len()],
+        };
+        for ((index, message), verdict) in decoded.into_iter().zip(verdicts) {
+            let Some((name, endpoint)) = self.endpoints.get(index) else {
+                continue;
+            };
+            if let Some(Verdict::Invalid(reason)) = &verdict {
+                if let Ok(mut map) = self.stats.rejected.lock() {
+                    *map.entry(reason.label()).or_default() += 1;
+                }
+                tracing::warn!(endpoint = %endpoint, topic = message.topic(), msg_id = message.msg_id().unwrap_or(""), reason = %reason, "invalid signature: message dropped");
+                if !self.keep_invalid {
+                    continue;
+                }
+            }
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.ready.push_back(Received {
+                name: name.clone(),
+                endpoint: endpoint.clone(),
+                message,
+                verdict,
+            });
         }
     }
 }
+
+/// Most transport events turned into messages in one go.
+const BATCH: usize = 256;
 
 impl Stream for Subscription {
     type Item = Received;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
         loop {
-            match self.receiver.poll_recv(cx) {
-                Poll::Ready(Some(event)) => {
-                    if let Some(received) = self.handle(event) {
-                        return Poll::Ready(Some(received));
-                    }
-                }
+            if let Some(received) = self.ready.pop_front() {
+                return Poll::Ready(Some(received));
+            }
+            let mut events = match self.receiver.poll_recv(cx) {
+                Poll::Ready(Some(event)) => vec![event],
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
+            };
+            // Take whatever else is already waiting, up to a batch.
+            while events.len() < BATCH {
+                match self.receiver.poll_recv(cx) {
+                    Poll::Ready(Some(event)) => events.push(event),
+                    _ => break,
+                }
             }
+            self.process(events);
         }
     }
 }

@@ -296,3 +296,47 @@ fn python_fedmsg_rejects_our_ed25519_messages_cleanly() {
         "the Python tail died"
     );
 }
+
+#[test]
+fn batch_validation_finds_the_one_bad_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    certs(dir, &["init-ca"]);
+    certs(dir, &["issue", "svc", "host1"]);
+    certs(dir, &["issue", "rsa", "host1", "--key", "rsa"]);
+    let ed = signer(dir, "svc-host1");
+    let rsa = signer(dir, "rsa-host1");
+    let validator = Validator::new(settings(dir));
+    let mut messages = Vec::new();
+    for i in 0..40 {
+        let mut body = signed(
+            if i % 10 == 3 { &rsa } else { &ed },
+            &format!("org.x.prod.svc.t{i}"),
+        );
+        if i == 17 {
+            body.insert("msg".into(), json!("tampered"));
+        }
+        messages.push(fedmsg::Message::from_body(body));
+    }
+    let refs: Vec<&fedmsg::Message> = messages.iter().collect();
+    let verdicts = validator.validate_messages(&refs);
+    for (i, verdict) in verdicts.iter().enumerate() {
+        if i == 17 {
+            assert_eq!(verdict, &Verdict::Invalid(Reason::BadSignature));
+        } else {
+            assert!(verdict.is_valid(), "{i}: {verdict}");
+            assert_eq!(
+                *verdict
+                    == Verdict::Valid {
+                        signer: "rsa-host1".into(),
+                        scheme: Scheme::X509
+                    },
+                i % 10 == 3
+            );
+        }
+    }
+    // The same verdicts one by one.
+    for (message, verdict) in messages.iter().zip(&verdicts) {
+        assert_eq!(&validator.validate_message(message), verdict);
+    }
+}

@@ -362,6 +362,18 @@ impl Validator {
     }
 
     fn check(&self, body: &Map<String, Value>, at: i64) -> Result<(String, Scheme), Reason> {
+        let pending = self.prepare(body, at)?;
+        signer::verify(
+            pending.scheme,
+            &pending.leaf.key,
+            pending.data.as_bytes(),
+            &pending.signature,
+        )?;
+        self.authorise(body, &pending)
+    }
+
+    /// Everything but the signature check: scheme, fields, certificate path.
+    fn prepare(&self, body: &Map<String, Value>, at: i64) -> Result<Pending, Reason> {
         let scheme = match body.get("crypto") {
             Some(Value::String(s)) if s == "x509" => Scheme::X509,
             Some(Value::String(s)) if s == "ed25519" => Scheme::Ed25519,
@@ -388,17 +400,106 @@ impl Validator {
             lenient_base64(text("signature")?).ok_or(Reason::MalformedBase64("signature"))?;
         let leaf = self.store.leaf_for_field(text("certificate")?)?;
         self.store.check(&leaf, at)?;
-        let data = signed_bytes(body);
-        signer::verify(scheme, &leaf.key, data.as_bytes(), &signature)?;
+        Ok(Pending {
+            scheme,
+            leaf,
+            data: signed_bytes(body),
+            signature,
+        })
+    }
+
+    /// The routing policy, once the signature is known to be good.
+    fn authorise(
+        &self,
+        body: &Map<String, Value>,
+        pending: &Pending,
+    ) -> Result<(String, Scheme), Reason> {
         let topic = body
             .get("topic")
             .and_then(Value::as_str)
             .unwrap_or_default();
         self.settings.routing_policy.check(
             topic,
-            &leaf.common_name,
+            &pending.leaf.common_name,
             self.settings.routing_nitpicky,
         )?;
-        Ok((leaf.common_name.clone(), scheme))
+        Ok((pending.leaf.common_name.clone(), pending.scheme))
     }
+
+    /// Validates several received messages at once (a reader's backlog):
+    /// Ed25519 signatures are checked in one batch, which is about twice as
+    /// fast per message; if the batch fails, each is checked alone so the
+    /// bad ones are named. Verdicts are in the order of `messages`.
+    pub fn validate_messages(&self, messages: &[&crate::envelope::Message]) -> Vec<Verdict> {
+        let at = chrono::Utc::now().timestamp();
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; messages.len()];
+        let mut pending: Vec<(usize, Pending)> = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let envelope = message
+                .body()
+                .get("topic")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if envelope != message.topic() {
+                verdicts[index] = Some(Verdict::Invalid(Reason::TopicMismatch {
+                    frame: message.topic().to_owned(),
+                    envelope: envelope.to_owned(),
+                }));
+                continue;
+            }
+            match self.prepare(message.body(), at) {
+                Ok(p) => pending.push((index, p)),
+                Err(reason) => verdicts[index] = Some(Verdict::Invalid(reason)),
+            }
+        }
+        let batch: Vec<&(usize, Pending)> = pending
+            .iter()
+            .filter(|(_, p)| p.scheme == Scheme::Ed25519)
+            .collect();
+        let batch_ok = batch.len() > 1 && {
+            let keys: Option<Vec<ed25519_dalek::VerifyingKey>> = batch
+                .iter()
+                .map(|(_, p)| match &p.leaf.key {
+                    pki::PublicKey::Ed25519(key) => Some(*key),
+                    _ => None,
+                })
+                .collect();
+            let signatures: Option<Vec<ed25519_dalek::Signature>> = batch
+                .iter()
+                .map(|(_, p)| ed25519_dalek::Signature::from_slice(&p.signature).ok())
+                .collect();
+            match (keys, signatures) {
+                (Some(keys), Some(signatures)) => {
+                    let data: Vec<&[u8]> = batch.iter().map(|(_, p)| p.data.as_bytes()).collect();
+                    ed25519_dalek::verify_batch(&data, &signatures, &keys).is_ok()
+                }
+                _ => false,
+            }
+        };
+        for (index, p) in &pending {
+            let checked = if batch_ok && p.scheme == Scheme::Ed25519 {
+                Ok(())
+            } else {
+                signer::verify(p.scheme, &p.leaf.key, p.data.as_bytes(), &p.signature)
+            };
+            verdicts[*index] = Some(
+                match checked.and_then(|()| self.authorise(messages[*index].body(), p)) {
+                    Ok((signer, scheme)) => Verdict::Valid { signer, scheme },
+                    Err(reason) => Verdict::Invalid(reason),
+                },
+            );
+        }
+        verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or(Verdict::Invalid(Reason::Unsigned)))
+            .collect()
+    }
+}
+
+/// A message whose certificate checked out, waiting for its signature check.
+struct Pending {
+    scheme: Scheme,
+    leaf: std::sync::Arc<pki::Leaf>,
+    data: String,
+    signature: Vec<u8>,
 }
