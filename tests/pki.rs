@@ -340,3 +340,48 @@ fn batch_validation_finds_the_one_bad_message() {
         assert_eq!(&validator.validate_message(message), verdict);
     }
 }
+
+#[test]
+fn ed25519_swapped_certificate_and_damaged_fields_are_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    certs(dir, &["init-ca"]);
+    certs(dir, &["issue", "a", "host"]);
+    certs(dir, &["issue", "b", "host"]);
+    let validator = Validator::new(settings(dir));
+    let body = signed(&signer(dir, "a-host"), "org.x.prod.a.t");
+    let other = signed(&signer(dir, "b-host"), "org.x.prod.a.t");
+    let mut swapped = body.clone();
+    swapped.insert("certificate".into(), other["certificate"].clone());
+    assert_eq!(
+        validator.validate(&swapped),
+        Verdict::Invalid(Reason::BadSignature)
+    );
+    // Every prefix and every single-character change of the two fields.
+    for field in ["signature", "certificate"] {
+        let original = body[field].as_str().unwrap().to_owned();
+        // (Cutting only the trailing newline changes nothing, as in Python.)
+        for cut in (0..original.trim_end().len()).step_by(7) {
+            let mut damaged = body.clone();
+            damaged.insert(field.into(), json!(original[..cut]));
+            assert!(
+                !validator.validate(&damaged).is_valid(),
+                "{field} cut at {cut}"
+            );
+        }
+        for (i, _) in original.char_indices().step_by(5) {
+            let mut chars: Vec<char> = original.chars().collect();
+            if chars[i] == '\n' {
+                continue;
+            }
+            chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+            let mut damaged = body.clone();
+            damaged.insert(field.into(), json!(chars.into_iter().collect::<String>()));
+            assert!(
+                !validator.validate(&damaged).is_valid(),
+                "{field} changed at {i}"
+            );
+        }
+    }
+    assert!(validator.validate(&body).is_valid());
+}

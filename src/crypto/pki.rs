@@ -172,6 +172,7 @@ impl Leaf {
             .map(str::to_owned)
             .unwrap_or_default();
         let key = PublicKey::from_spki(cert.public_key())?;
+        check_outer_algorithm(der, cert.tbs_certificate.as_ref())?;
         Ok(Leaf {
             common_name,
             key,
@@ -185,6 +186,46 @@ impl Leaf {
             chain: Mutex::new(None),
         })
     }
+}
+
+/// RFC 5280 requires the certificate's outer `signatureAlgorithm` to equal
+/// the signed one inside the TBS. The outer copy is not covered by the
+/// signature, and `x509-parser` is lenient about it, so it is compared byte
+/// for byte here; otherwise a damaged certificate field would still pass.
+fn check_outer_algorithm(der: &[u8], tbs: &[u8]) -> Result<(), String> {
+    let start = (tbs.as_ptr() as usize)
+        .checked_sub(der.as_ptr() as usize)
+        .ok_or("TBS outside the certificate")?;
+    let after = der
+        .get(start + tbs.len()..)
+        .ok_or("truncated certificate")?;
+    let length = tlv_length(after).ok_or("malformed signature algorithm")?;
+    let outer = &after[..length];
+    if tbs.windows(outer.len()).any(|window| window == outer) {
+        Ok(())
+    } else {
+        Err("the signature algorithm differs from the signed one".into())
+    }
+}
+
+/// The total length of the DER TLV at the start of `bytes`.
+fn tlv_length(bytes: &[u8]) -> Option<usize> {
+    let first = *bytes.get(1)?;
+    let (header, length) = if first < 0x80 {
+        (2, first as usize)
+    } else {
+        let count = (first & 0x7f) as usize;
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let length = bytes
+            .get(2..2 + count)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (2 + count, length)
+    };
+    let total = header.checked_add(length)?;
+    (total <= bytes.len()).then_some(total)
 }
 
 fn trim_serial(raw: &[u8]) -> Vec<u8> {
