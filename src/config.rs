@@ -109,6 +109,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "endpoints",
     "relay_inbound",
     "replay_endpoints",
+    "replay_history",
+    "replay_history_bytes",
+    "replay_limit",
+    "replay_timeout",
     "sign_messages",
     "validate_signatures",
     "crypto_backend",
@@ -188,6 +192,10 @@ pub struct RawConfig {
     pub endpoints: Option<BTreeMap<String, Addresses>>,
     pub relay_inbound: Option<Addresses>,
     pub replay_endpoints: Option<BTreeMap<String, String>>,
+    pub replay_history: Option<u64>,
+    pub replay_history_bytes: Option<u64>,
+    pub replay_limit: Option<u64>,
+    pub replay_timeout: Option<u64>,
     pub sign_messages: Option<bool>,
     pub validate_signatures: Option<bool>,
     pub crypto_backend: Option<String>,
@@ -247,6 +255,14 @@ pub struct Config {
     pub relay_inbound: Vec<Endpoint>,
     /// Publisher name → its replay service.
     pub replay_endpoints: BTreeMap<String, Endpoint>,
+    /// Messages a publisher (or the relay) keeps for replay.
+    pub replay_history: usize,
+    /// Bytes a publisher (or the relay) keeps for replay.
+    pub replay_history_bytes: usize,
+    /// Most messages a reader fetches to fill one gap or to resume.
+    pub replay_limit: usize,
+    /// How long a reader waits for a replay service.
+    pub replay_timeout: Duration,
     /// Sign outgoing messages.
     pub sign_messages: bool,
     /// Validate incoming messages.
@@ -787,6 +803,13 @@ fn resolve(raw: RawConfig, merged: Table, sources: Vec<Source>) -> Result<Config
             .into_iter()
             .filter_map(|(name, a)| a.parse().ok().map(|e| (name, e)))
             .collect(),
+        replay_history: raw.replay_history.unwrap_or(50_000).min(usize::MAX as u64) as usize,
+        replay_history_bytes: raw
+            .replay_history_bytes
+            .unwrap_or(64 << 20)
+            .min(usize::MAX as u64) as usize,
+        replay_limit: raw.replay_limit.unwrap_or(10_000).min(usize::MAX as u64) as usize,
+        replay_timeout: Duration::from_millis(raw.replay_timeout.unwrap_or(2000)),
         sign_messages: raw.sign_messages.unwrap_or(false),
         validate_signatures: raw.validate_signatures.unwrap_or(false),
         crypto_backend,

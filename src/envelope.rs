@@ -150,6 +150,12 @@ impl Message {
         self.inner.body.get("timestamp").and_then(Value::as_f64)
     }
 
+    /// The publisher incarnation (a fresh id each time a publisher starts),
+    /// which scopes `i`.
+    pub fn incarnation(&self) -> Option<&str> {
+        self.inner.body.get("incarnation").and_then(Value::as_str)
+    }
+
     /// The publishing process's user.
     pub fn username(&self) -> Option<&str> {
         self.inner.body.get("username").and_then(Value::as_str)

@@ -25,6 +25,8 @@
 //! * [`publish`]: the [`Publisher`] handle and the blocking [`publish()`].
 //! * [`subscribe`]: the [`Subscription`] stream over every endpoint.
 //! * [`relay`]: `fedmsg-relay`, active publishers in, subscribers out.
+//! * [`replay`]: kept history and fedmsg's REQ/REP replay protocol.
+//! * [`sequence`]: per-incarnation sequence tracking, gaps and duplicates.
 //! * [`tail`], [`logger`], [`meta`], [`verify`]: the command-line tools' behaviour.
 //! * [`cli`]: flags, logging and exit codes shared by the binaries.
 //! * `transport` (private): the only module that touches the `zeromq` crate.
@@ -41,6 +43,8 @@ pub mod logger;
 pub mod meta;
 pub mod publish;
 pub mod relay;
+pub mod replay;
+pub mod sequence;
 pub mod subscribe;
 pub mod tail;
 pub mod topic;
@@ -51,5 +55,5 @@ pub use config::{Config, ConfigError, Loader};
 pub use endpoint::Endpoint;
 pub use envelope::{DecodeError, Message};
 pub use publish::{publish, PublishError, Publisher};
-pub use subscribe::{Received, Subscriber, Subscription};
+pub use subscribe::{Loss, Received, Subscriber, Subscription};
 pub use topic::Topic;

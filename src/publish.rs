@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::crypto::{certname_for, Signer};
 use crate::endpoint::Endpoint;
 use crate::envelope::{self, Message};
+use crate::replay::{Entry, History, SharedHistory};
 use crate::topic::Topic;
 use crate::transport::{ConnectedPub, PubSocket, TransportError};
 use bytes::Bytes;
@@ -59,9 +60,28 @@ pub enum PublishError {
     /// The configuration says not to publish.
     #[error("publishing is disabled by `mute = true`")]
     Muted,
+    /// The replay service could not start.
+    #[error("{0}")]
+    Replay(String),
     /// `sign_messages` is on but the key or certificate is unusable.
     #[error("cannot sign messages: {0}")]
     Signer(String),
+}
+
+/// The replay service for `name`, bound now if `replay_endpoints` lists one.
+async fn replay_for(
+    config: &Config,
+    name: &str,
+) -> Result<Option<crate::replay::Server>, PublishError> {
+    let Some(endpoint) = config.replay_endpoints.get(name) else {
+        return Ok(None);
+    };
+    let server = crate::replay::Server::bind(endpoint, &config.keepalive)
+        .await
+        .map_err(|e| {
+            PublishError::Replay(format!("cannot start the replay service for `{name}`: {e}"))
+        })?;
+    Ok(Some(server))
 }
 
 /// The signer `sign_messages` asks for, loaded before any socket opens so a
@@ -184,6 +204,7 @@ impl Publisher {
                 name: name.to_owned(),
             })?;
         let signer = signer_for(config, name)?;
+        let replay = replay_for(config, name).await?;
         let mut tried = Vec::new();
         for address in addresses {
             match PubSocket::bind(address, &config.keepalive).await {
@@ -196,6 +217,7 @@ impl Publisher {
                         endpoint,
                         Sink::Bound(socket),
                         signer,
+                        replay,
                     ));
                 }
                 Err(e) => {
@@ -219,6 +241,7 @@ impl Publisher {
             .clone()
             .unwrap_or_else(|| "relay_inbound".to_owned());
         let signer = signer_for(config, &name)?;
+        let replay = replay_for(config, &name).await?;
         let socket = ConnectedPub::connect(endpoint, config.timeout, &config.keepalive)
             .await
             .map_err(|e| PublishError::Relay(e.to_string()))?;
@@ -228,6 +251,7 @@ impl Publisher {
             endpoint.clone(),
             Sink::Connected(socket),
             signer,
+            replay,
         ))
     }
 
@@ -237,6 +261,7 @@ impl Publisher {
         endpoint: Endpoint,
         sink: Sink,
         signer: Option<Arc<Signer>>,
+        replay: Option<crate::replay::Server>,
     ) -> Publisher {
         let (commands, receiver) = mpsc::channel(1024);
         let identity = Arc::new(Identity {
@@ -245,7 +270,20 @@ impl Publisher {
             topic_prefix: config.topic_prefix.clone(),
             environment: config.environment.clone(),
         });
-        tokio::spawn(run(sink, receiver, signer));
+        let incarnation = uuid::Uuid::new_v4().simple().to_string();
+        let history = replay.map(|server| {
+            let history: SharedHistory = Arc::new(Mutex::new(History::new(
+                config.replay_history,
+                config.replay_history_bytes,
+                Some(incarnation.clone()),
+            )));
+            let (stop, stopped) = oneshot::channel::<()>();
+            tokio::spawn(server.run(history.clone(), async move {
+                let _ = stopped.await;
+            }));
+            (history, stop)
+        });
+        tokio::spawn(run(sink, receiver, signer, incarnation, history));
         Publisher { commands, identity }
     }
 
@@ -319,7 +357,13 @@ fn reason_of(error: &TransportError) -> String {
     }
 }
 
-async fn run(mut sink: Sink, mut commands: mpsc::Receiver<Command>, signer: Option<Arc<Signer>>) {
+async fn run(
+    mut sink: Sink,
+    mut commands: mpsc::Receiver<Command>,
+    signer: Option<Arc<Signer>>,
+    incarnation: String,
+    history: Option<(SharedHistory, oneshot::Sender<()>)>,
+) {
     let username = envelope::current_username();
     let mut counter: u64 = 0;
     let mut error: Option<PublishError> = None;
@@ -329,15 +373,27 @@ async fn run(mut sink: Sink, mut commands: mpsc::Receiver<Command>, signer: Opti
             Command::Publish(topic, msg) => {
                 counter += 1;
                 let mut body = envelope::build(&topic, msg, counter, &username);
+                body.insert("incarnation".into(), Value::String(incarnation.clone()));
                 if let Some(signer) = &signer {
                     signer.sign(&mut body);
                 }
                 out.clear();
                 crate::canonical::write_canonical(&mut out, &Value::Object(body));
-                let frames = vec![
-                    Bytes::copy_from_slice(topic.as_bytes()),
-                    Bytes::copy_from_slice(out.as_bytes()),
-                ];
+                let body = Bytes::copy_from_slice(out.as_bytes());
+                if let Some((history, _)) = &history {
+                    // Kept before sending, so a subscriber that hears of a
+                    // message can always fetch it.
+                    if let Ok(mut history) = history.lock() {
+                        history.push(Entry {
+                            incarnation: Some(incarnation.clone()),
+                            i: Some(counter),
+                            msg_id: None,
+                            timestamp: chrono::Utc::now().timestamp() as f64,
+                            body: body.clone(),
+                        });
+                    }
+                }
+                let frames = vec![Bytes::copy_from_slice(topic.as_bytes()), body];
                 if let Err(e) = sink.send(frames).await {
                     tracing::warn!(error = %e, "publish failed");
                     error.get_or_insert(PublishError::Transport(e.to_string()));

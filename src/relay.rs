@@ -11,10 +11,11 @@
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::envelope::DecodeError;
+use crate::replay::{Entry, History, SharedHistory};
 use crate::transport::{BoundSub, PubSocket};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Why the relay could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,9 @@ pub enum RelayError {
     /// Receiving failed.
     #[error("relay stopped: {0}")]
     Io(String),
+    /// The replay service could not start.
+    #[error("cannot start the relay's replay service: {0}")]
+    Replay(String),
 }
 
 /// Counters of a running relay.
@@ -93,9 +97,27 @@ pub async fn run(
         outbound = %bound.outbound,
         "relay ready"
     );
-    ready(&bound);
 
     let stats = Arc::new(RelayStats::default());
+    // What passed through is kept for replay, if the relay has a replay
+    // endpoint (under the name `relay_outbound`).
+    let mut replay = None;
+    if let Some(endpoint) = config.replay_endpoints.get("relay_outbound") {
+        let server = crate::replay::Server::bind(endpoint, &config.keepalive)
+            .await
+            .map_err(|e| RelayError::Replay(e.to_string()))?;
+        let history: SharedHistory = Arc::new(Mutex::new(History::new(
+            config.replay_history,
+            config.replay_history_bytes,
+            None,
+        )));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(history.clone(), async move {
+            let _ = stopped.await;
+        }));
+        replay = Some((history, stop, task));
+    }
+    ready(&bound);
     let max = config.max_message_size;
     tokio::pin!(shutdown);
     loop {
@@ -120,6 +142,11 @@ pub async fn run(
             tracing::warn!(reason = problem.label(), error = %problem, "relay dropped malformed message");
             continue;
         }
+        if let Some((history, _, _)) = &replay {
+            if let Ok(mut history) = history.lock() {
+                history.push(Entry::from_body(frames[1].clone()));
+            }
+        }
         if let Err(e) = outbound.send(frames).await {
             tracing::warn!(error = %e, "relay could not forward");
             continue;
@@ -128,6 +155,10 @@ pub async fn run(
     }
     // Release both addresses before returning, so a restart can bind them.
     inbound.close().await;
+    if let Some((_, stop, task)) = replay {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     outbound.close().await;
     tracing::info!(
         forwarded = stats.forwarded.load(Ordering::Relaxed),

@@ -1,17 +1,30 @@
 //! Subscribing: one SUB socket per endpoint, merged into one [`Subscription`]
-//! stream of [`Received`] messages.
+//! stream of [`Received`] messages, with nothing lost silently.
 //!
 //! Each endpoint has its own task that connects, retries with the
 //! configured backoff while the publisher is absent, and reconnects when it
-//! restarts or vanishes. Malformed input (wrong frame count, bad UTF-8,
-//! non-JSON or non-object bodies, oversized bodies) is logged once per
-//! message, counted in [`Stats`], and skipped: it never ends the stream.
+//! restarts or vanishes. One reader task then, for each batch of what
+//! arrived:
+//!
+//! 1. decodes it: malformed input (wrong frame count, bad UTF-8, non-JSON or
+//!    non-object bodies, oversized bodies) is logged, counted in [`Stats`],
+//!    and skipped;
+//! 2. validates signatures when configured (Ed25519 in batches);
+//! 3. tracks sequence numbers per publisher incarnation
+//!    ([`crate::sequence`]): duplicates are dropped; a gap is filled from
+//!    the publisher's replay service before the message that revealed it;
+//!    a publisher first seen mid-stream is caught up to this subscription's
+//!    start (so a reader never loses what was sent while it was joining);
+//!    what cannot be filled is reported as a [`Loss`], never skipped quietly.
 
 use crate::config::{Config, Keepalive};
 use crate::crypto::{Validator, ValidatorConfig, Verdict};
 use crate::endpoint::Endpoint;
 use crate::envelope::{DecodeError, Message};
+use crate::replay::{self, Query, ReplayError};
+use crate::sequence::{Step, Tracker};
 use crate::transport::{self, Backoff, SubEvent};
+use bytes::Bytes;
 use futures::Stream;
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -32,12 +45,49 @@ pub struct Received {
     pub message: Message,
     /// The signature verdict, when the subscription validates.
     pub verdict: Option<Verdict>,
+    /// True when it came from a replay service rather than live.
+    pub replayed: bool,
 }
 
 impl Received {
     /// The frame topic.
     pub fn topic(&self) -> &str {
         self.message.topic()
+    }
+}
+
+/// Messages that could not be recovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// The publisher name of the endpoint.
+    pub name: String,
+    /// The publisher incarnation.
+    pub incarnation: String,
+    /// First lost sequence number.
+    pub first: u64,
+    /// Last lost sequence number.
+    pub last: u64,
+    /// How many were lost (at most `last - first + 1`).
+    pub count: u64,
+    /// Why they could not be recovered.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let range = if self.first == self.last {
+            format!("seq {}", self.first)
+        } else {
+            format!("seq {}-{}", self.first, self.last)
+        };
+        write!(
+            f,
+            "lost {} message{} from {} ({range}): {}",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            self.name,
+            self.reason
+        )
     }
 }
 
@@ -48,10 +98,14 @@ pub struct Stats {
     invalid: Mutex<BTreeMap<&'static str, u64>>,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     connected: AtomicU64,
+    duplicates: AtomicU64,
+    replayed: AtomicU64,
+    lost: AtomicU64,
+    gaps: AtomicU64,
 }
 
 impl Stats {
-    /// Valid messages delivered.
+    /// Messages delivered (live and replayed).
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
@@ -76,9 +130,35 @@ impl Stats {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// Duplicates dropped.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Messages recovered from replay services.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Relaxed)
+    }
+
+    /// Messages reported lost.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Gaps detected.
+    pub fn gaps(&self) -> u64 {
+        self.gaps.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn count_invalid(&self, error: &DecodeError) {
         if let Ok(mut map) = self.invalid.lock() {
             *map.entry(error.label()).or_default() += 1;
+        }
+    }
+
+    fn count_rejected(&self, label: &'static str) {
+        if let Ok(mut map) = self.rejected.lock() {
+            *map.entry(label).or_default() += 1;
         }
     }
 }
@@ -93,6 +173,10 @@ pub struct Subscriber {
     max_message_size: usize,
     validator: Option<Arc<Validator>>,
     keep_invalid: bool,
+    replay_endpoints: BTreeMap<String, Endpoint>,
+    replay_limit: usize,
+    replay_timeout: Duration,
+    dedupe_window: usize,
 }
 
 impl Subscriber {
@@ -111,10 +195,15 @@ impl Subscriber {
                 .validate_signatures
                 .then(|| Arc::new(Validator::new(ValidatorConfig::from_config(config)))),
             keep_invalid: false,
+            replay_endpoints: config.replay_endpoints.clone(),
+            replay_limit: config.replay_limit,
+            replay_timeout: config.replay_timeout,
+            dedupe_window: 100_000,
         }
     }
 
-    /// Explicit endpoints (name, address), with fedmsg's default intervals.
+    /// Explicit endpoints (name, address), with fedmsg's default intervals
+    /// and no replay services.
     pub fn new(endpoints: Vec<(String, Endpoint)>) -> Subscriber {
         Subscriber {
             endpoints,
@@ -132,6 +221,10 @@ impl Subscriber {
             max_message_size: 1 << 20,
             validator: None,
             keep_invalid: false,
+            replay_endpoints: BTreeMap::new(),
+            replay_limit: 10_000,
+            replay_timeout: Duration::from_secs(2),
+            dedupe_window: 100_000,
         }
     }
 
@@ -145,6 +238,12 @@ impl Subscriber {
     /// instead of dropping them.
     pub fn keep_invalid(mut self, keep: bool) -> Subscriber {
         self.keep_invalid = keep;
+        self
+    }
+
+    /// The replay service of the publisher listed under `name`.
+    pub fn replay_endpoint(mut self, name: impl Into<String>, endpoint: Endpoint) -> Subscriber {
+        self.replay_endpoints.insert(name.into(), endpoint);
         self
     }
 
@@ -171,11 +270,11 @@ impl Subscriber {
         &self.endpoints
     }
 
-    /// Starts one task per endpoint and returns the merged stream. Must be
-    /// called inside a tokio runtime.
+    /// Starts one task per endpoint and the reader task, and returns the
+    /// merged stream. Must be called inside a tokio runtime.
     pub fn subscribe(self) -> Subscription {
-        let (sender, receiver) = mpsc::channel(4096);
-        let prefixes = if self.prefixes.is_empty() {
+        let (events, arrivals) = mpsc::channel(4096);
+        let socket_prefixes = if self.prefixes.is_empty() {
             vec![String::new()]
         } else {
             self.prefixes.clone()
@@ -184,20 +283,29 @@ impl Subscriber {
             tokio::spawn(transport::run_connected_sub(
                 index,
                 endpoint.clone(),
-                prefixes.clone(),
+                socket_prefixes.clone(),
                 self.backoff,
                 self.keepalive.clone(),
-                sender.clone(),
+                events.clone(),
             ));
         }
+        drop(events);
+        let (deliveries, receiver) = mpsc::channel(4096);
+        let (loss_sender, losses) = mpsc::channel(1024);
+        let stats = Arc::new(Stats::default());
+        let reader = Reader {
+            tracker: Tracker::new(self.dedupe_window),
+            since: chrono::Utc::now().timestamp() as f64 - 1.0,
+            stats: stats.clone(),
+            deliveries,
+            losses: loss_sender,
+            settings: self,
+        };
+        tokio::spawn(reader.run(arrivals));
         Subscription {
-            endpoints: self.endpoints,
             receiver,
-            stats: Arc::new(Stats::default()),
-            max_message_size: self.max_message_size,
-            validator: self.validator,
-            keep_invalid: self.keep_invalid,
-            ready: std::collections::VecDeque::new(),
+            stats,
+            losses: Some(losses),
         }
     }
 
@@ -215,36 +323,111 @@ impl Subscriber {
     }
 }
 
-/// A live stream of messages from every endpoint. Dropping it disconnects.
-pub struct Subscription {
-    endpoints: Vec<(String, Endpoint)>,
-    receiver: mpsc::Receiver<SubEvent>,
+/// Most transport events handled in one batch.
+const BATCH: usize = 256;
+
+/// The reader task: decode, validate, sequence, fill gaps, deliver.
+struct Reader {
+    settings: Subscriber,
+    tracker: Tracker,
+    /// Messages from publishers first seen mid-stream are caught up to here.
+    since: f64,
     stats: Arc<Stats>,
-    max_message_size: usize,
-    validator: Option<Arc<Validator>>,
-    keep_invalid: bool,
-    ready: std::collections::VecDeque<Received>,
+    deliveries: mpsc::Sender<Received>,
+    losses: mpsc::Sender<Loss>,
 }
 
-impl Subscription {
-    /// Live counters for this subscription.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
+impl Reader {
+    async fn run(mut self, mut arrivals: mpsc::Receiver<SubEvent>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while arrivals.recv_many(&mut batch, BATCH).await > 0 {
+            let events = std::mem::take(&mut batch);
+            if self.process(events).await.is_err() {
+                return; // The subscription was dropped.
+            }
+        }
     }
 
-    /// Turns a batch of transport events into deliverable messages, in
-    /// order: decodes, validates (the whole batch at once, so Ed25519
-    /// signatures are batch-verified), counts and logs what is dropped.
-    fn process(&mut self, events: Vec<SubEvent>) {
+    fn matches_prefixes(&self, topic: &str) -> bool {
+        self.settings.prefixes.is_empty()
+            || self
+                .settings
+                .prefixes
+                .iter()
+                .any(|p| topic.starts_with(p.as_str()))
+    }
+
+    /// Validates `messages`; invalid ones are counted, logged, and kept only
+    /// with `keep_invalid` (they are never sequenced).
+    fn validate(&self, messages: Vec<Message>, endpoint: &str) -> Vec<(Message, Option<Verdict>)> {
+        let verdicts: Vec<Option<Verdict>> = match &self.settings.validator {
+            Some(validator) => {
+                let refs: Vec<&Message> = messages.iter().collect();
+                validator
+                    .validate_messages(&refs)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            None => vec![None; messages.len()],
+        };
+        let mut kept = Vec::with_capacity(messages.len());
+        for (message, verdict) in messages.into_iter().zip(verdicts) {
+            if let Some(Verdict::Invalid(reason)) = &verdict {
+                self.stats.count_rejected(reason.label());
+                tracing::warn!(endpoint, topic = message.topic(), msg_id = message.msg_id().unwrap_or(""), reason = %reason, "invalid signature: message dropped");
+                if !self.settings.keep_invalid {
+                    continue;
+                }
+            }
+            kept.push((message, verdict));
+        }
+        kept
+    }
+
+    async fn deliver(
+        &mut self,
+        index: usize,
+        message: Message,
+        verdict: Option<Verdict>,
+        replayed: bool,
+    ) -> Result<(), ()> {
+        let Some((name, endpoint)) = self.settings.endpoints.get(index) else {
+            return Ok(());
+        };
+        if verdict.as_ref().is_none_or(Verdict::is_valid) {
+            self.tracker
+                .record(message.incarnation(), message.i(), message.msg_id());
+        }
+        if replayed {
+            self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.matches_prefixes(message.topic()) {
+            return Ok(()); // Replayed to close a gap, but not for us.
+        }
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let received = Received {
+            name: name.clone(),
+            endpoint: endpoint.clone(),
+            message,
+            verdict,
+            replayed,
+        };
+        self.deliveries.send(received).await.map_err(|_| ())
+    }
+
+    async fn process(&mut self, events: Vec<SubEvent>) -> Result<(), ()> {
+        // Decode the batch, then validate it in one go.
         let mut decoded: Vec<(usize, Message)> = Vec::with_capacity(events.len());
         for event in events {
             match event {
                 SubEvent::Frames(index, frames) => {
-                    match Message::decode(&frames, self.max_message_size) {
+                    match Message::decode(&frames, self.settings.max_message_size) {
                         Ok(message) => decoded.push((index, message)),
                         Err(error) => {
                             self.stats.count_invalid(&error);
                             let endpoint = self
+                                .settings
                                 .endpoints
                                 .get(index)
                                 .map(|(_, e)| e.to_string())
@@ -255,78 +438,205 @@ impl Subscription {
                 }
                 SubEvent::Connected(index) => {
                     self.stats.connected.fetch_add(1, Ordering::Relaxed);
-                    if let Some((name, endpoint)) = self.endpoints.get(index) {
+                    if let Some((name, endpoint)) = self.settings.endpoints.get(index) {
                         tracing::debug!(name = %name, endpoint = %endpoint, "connected");
                     }
                 }
                 SubEvent::Disconnected(index) => {
                     self.stats.connected.fetch_sub(1, Ordering::Relaxed);
-                    if let Some((name, endpoint)) = self.endpoints.get(index) {
+                    if let Some((name, endpoint)) = self.settings.endpoints.get(index) {
                         tracing::info!(name = %name, endpoint = %endpoint, "publisher went away; reconnecting");
                     }
                 }
             }
         }
-        let verdicts: Vec<Option<Verdict>> = match &self.validator {
+        let (indexes, messages): (Vec<usize>, Vec<Message>) = decoded.into_iter().unzip();
+        let verdicts: Vec<Option<Verdict>> = match &self.settings.validator {
             Some(validator) => {
-                let messages: Vec<&Message> = decoded.iter().map(|(_, m)| m).collect();
+                let refs: Vec<&Message> = messages.iter().collect();
                 validator
-                    .validate_messages(&messages)
+                    .validate_messages(&refs)
                     .into_iter()
                     .map(Some)
                     .collect()
             }
-            None => vec![None; decoded.len()],
+            None => vec![None; messages.len()],
         };
-        for ((index, message), verdict) in decoded.into_iter().zip(verdicts) {
-            let Some((name, endpoint)) = self.endpoints.get(index) else {
-                continue;
-            };
+        for ((index, message), verdict) in indexes.into_iter().zip(messages).zip(verdicts) {
             if let Some(Verdict::Invalid(reason)) = &verdict {
-                if let Ok(mut map) = self.stats.rejected.lock() {
-                    *map.entry(reason.label()).or_default() += 1;
-                }
+                self.stats.count_rejected(reason.label());
+                let endpoint = self
+                    .settings
+                    .endpoints
+                    .get(index)
+                    .map(|(_, e)| e.to_string())
+                    .unwrap_or_default();
                 tracing::warn!(endpoint = %endpoint, topic = message.topic(), msg_id = message.msg_id().unwrap_or(""), reason = %reason, "invalid signature: message dropped");
-                if !self.keep_invalid {
-                    continue;
+                if self.settings.keep_invalid {
+                    // Shown, marked, but never sequenced: its numbers cannot be trusted.
+                    self.deliver(index, message, verdict, false).await?;
+                }
+                continue;
+            }
+            match self
+                .tracker
+                .check(message.incarnation(), message.i(), message.msg_id())
+            {
+                Step::Duplicate => {
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                Step::Deliver => self.deliver(index, message, verdict, false).await?,
+                Step::Gap { first, last } => {
+                    self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                    let incarnation = message.incarnation().unwrap_or_default().to_owned();
+                    self.fill(index, &incarnation, first, last, None, true)
+                        .await?;
+                    self.deliver(index, message, verdict, false).await?;
+                }
+                Step::Joined { last } => {
+                    // Catch up to this subscription's start: what was sent
+                    // while it was joining is not lost. Earlier history is
+                    // not ours to report.
+                    let incarnation = message.incarnation().unwrap_or_default().to_owned();
+                    self.fill(index, &incarnation, 1, last, Some(self.since), false)
+                        .await?;
+                    self.tracker.skip_to(&incarnation, last);
+                    self.deliver(index, message, verdict, false).await?;
                 }
             }
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            self.ready.push_back(Received {
-                name: name.clone(),
-                endpoint: endpoint.clone(),
-                message,
-                verdict,
-            });
         }
+        Ok(())
+    }
+
+    /// Fetches `first..=last` of `incarnation` from the replay service of
+    /// endpoint `index`'s publisher and delivers what it has, in order. With
+    /// `report`, what it lacks is reported lost.
+    async fn fill(
+        &mut self,
+        index: usize,
+        incarnation: &str,
+        first: u64,
+        last: u64,
+        since: Option<f64>,
+        report: bool,
+    ) -> Result<(), ()> {
+        let Some((name, endpoint)) = self.settings.endpoints.get(index).cloned() else {
+            return Ok(());
+        };
+        let wanted = last - first + 1;
+        let limit = self.settings.replay_limit;
+        let fetched = match self.settings.replay_endpoints.get(&name) {
+            None => Err(ReplayError::Unavailable(format!(
+                "no replay endpoint for {name}"
+            ))),
+            Some(replay_endpoint) => {
+                let query = Query {
+                    seq_range: Some((first, last)),
+                    incarnation: Some(incarnation.to_owned()),
+                    since,
+                    limit: Some(limit),
+                    ..Query::default()
+                };
+                replay::fetch(replay_endpoint, &query, self.settings.replay_timeout).await
+            }
+        };
+        let mut recovered: Vec<Message> = Vec::new();
+        let reason = match fetched {
+            Ok(bodies) => {
+                for body in bodies {
+                    match decode_replayed(body, self.settings.max_message_size) {
+                        Ok(message)
+                            if message.incarnation() == Some(incarnation)
+                                && message.i().is_some_and(|i| (first..=last).contains(&i)) =>
+                        {
+                            recovered.push(message)
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            self.stats.count_invalid(&error);
+                            tracing::warn!(endpoint = %endpoint, error = %error, "dropped malformed replayed message");
+                        }
+                    }
+                }
+                if wanted as usize > limit {
+                    format!("more than replay_limit ({limit}) missing")
+                } else {
+                    "no longer in the replay history".to_owned()
+                }
+            }
+            Err(error) => error.to_string(),
+        };
+        recovered.sort_by_key(|m| m.i());
+        recovered.dedup_by_key(|m| m.i());
+        let mut covered = 0;
+        for (message, verdict) in self.validate(recovered, &endpoint.to_string()) {
+            if matches!(
+                self.tracker
+                    .check(message.incarnation(), message.i(), message.msg_id()),
+                Step::Duplicate
+            ) {
+                continue;
+            }
+            covered += 1;
+            self.deliver(index, message, verdict, true).await?;
+        }
+        let missing = wanted.saturating_sub(covered);
+        if report && missing > 0 {
+            let loss = Loss {
+                name: name.clone(),
+                incarnation: incarnation.to_owned(),
+                first,
+                last,
+                count: missing,
+                reason,
+            };
+            self.stats.lost.fetch_add(missing, Ordering::Relaxed);
+            tracing::warn!(name = %name, incarnation, first, last, count = missing, "{loss}");
+            let _ = self.losses.try_send(loss);
+        }
+        self.tracker.skip_to(incarnation, last);
+        Ok(())
     }
 }
 
-/// Most transport events turned into messages in one go.
-const BATCH: usize = 256;
+/// A replayed body becomes a message on the topic its envelope names.
+fn decode_replayed(body: Bytes, max_size: usize) -> Result<Message, DecodeError> {
+    #[derive(serde::Deserialize)]
+    struct TopicOnly {
+        topic: Option<String>,
+    }
+    let topic = serde_json::from_slice::<TopicOnly>(&body)
+        .ok()
+        .and_then(|t| t.topic)
+        .unwrap_or_default();
+    Message::decode(&[Bytes::from(topic), body], max_size)
+}
+
+/// A live stream of messages from every endpoint. Dropping it disconnects.
+pub struct Subscription {
+    receiver: mpsc::Receiver<Received>,
+    stats: Arc<Stats>,
+    losses: Option<mpsc::Receiver<Loss>>,
+}
+
+impl Subscription {
+    /// Live counters for this subscription.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// The stream of [`Loss`] reports (available once). Reports are also
+    /// logged and counted whether or not this is taken.
+    pub fn take_losses(&mut self) -> Option<mpsc::Receiver<Loss>> {
+        self.losses.take()
+    }
+}
 
 impl Stream for Subscription {
     type Item = Received;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
-        loop {
-            if let Some(received) = self.ready.pop_front() {
-                return Poll::Ready(Some(received));
-            }
-            let mut events = match self.receiver.poll_recv(cx) {
-                Poll::Ready(Some(event)) => vec![event],
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            };
-            // Take whatever else is already waiting, up to a batch.
-            while events.len() < BATCH {
-                match self.receiver.poll_recv(cx) {
-                    Poll::Ready(Some(event)) => events.push(event),
-                    _ => break,
-                }
-            }
-            self.process(events);
-        }
+        self.receiver.poll_recv(cx)
     }
 }
 

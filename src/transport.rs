@@ -493,3 +493,79 @@ pub async fn run_connected_sub(
         }
     }
 }
+
+/// A bound REP socket: the replay service answers one query at a time.
+pub struct RepServer {
+    socket: zeromq::RepSocket,
+    endpoint: Endpoint,
+}
+
+impl RepServer {
+    /// Binds a REP socket to `endpoint`.
+    pub async fn bind(
+        endpoint: &Endpoint,
+        keepalive: &Keepalive,
+    ) -> Result<RepServer, TransportError> {
+        let mut socket = zeromq::RepSocket::new();
+        let endpoint = bind_socket(&mut socket, endpoint, keepalive).await?;
+        Ok(RepServer { socket, endpoint })
+    }
+
+    /// The address actually bound.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The next request's frames.
+    pub async fn recv(&mut self) -> Result<Vec<Bytes>, TransportError> {
+        self.socket
+            .recv()
+            .await
+            .map(ZmqMessage::into_vec)
+            .map_err(|e| TransportError::Recv(e.to_string()))
+    }
+
+    /// Answers the last request.
+    pub async fn reply(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        send_frames(&mut self.socket, frames).await
+    }
+
+    /// Unbinds and waits until the address is released.
+    pub async fn close(self) {
+        let _ = self.socket.close().await;
+    }
+}
+
+/// One request over a fresh REQ socket: connect, send `request`, wait for
+/// the multi-frame reply, all within `timeout`.
+pub async fn request(
+    endpoint: &Endpoint,
+    request: Bytes,
+    timeout: Duration,
+) -> Result<Vec<Bytes>, TransportError> {
+    let failed = |reason: String| TransportError::Connect {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let exchange = async {
+        let mut options = SocketOptions::default();
+        options.connect_timeout(timeout);
+        let mut socket = zeromq::ReqSocket::with_options(options);
+        socket
+            .connect(&endpoint.connect_address())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        socket
+            .send(ZmqMessage::from(request))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        socket
+            .recv()
+            .await
+            .map(ZmqMessage::into_vec)
+            .map_err(|e| failed(e.to_string()))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| failed(format!("no answer within {} ms", timeout.as_millis())))?
+}

@@ -199,10 +199,13 @@ fn tail_formats_match_fedmsg() {
     let mut tail = tail_with(&bus, &[]);
     run_logger(&bus, &["--message", "Hello world"], "");
     let line = tail.expect_line();
+    // fedmsg's fields, plus the incarnation that scopes `i`.
     assert!(
-        line.contains(
-            "][fedmsg.commands    INFO] {'i': 1, 'msg': {'log': 'Hello world'}, 'msg_id': '"
-        ),
+        line.contains("][fedmsg.commands    INFO] {'i': 1, 'incarnation': '"),
+        "{line}"
+    );
+    assert!(
+        line.contains("', 'msg': {'log': 'Hello world'}, 'msg_id': '"),
         "{line}"
     );
     assert!(
@@ -251,7 +254,8 @@ fn tail_formats_match_fedmsg() {
     run_logger(&bus, &["--message", "Hello world"], "");
     let lines = lines_until(&mut tail, "'username'");
     assert_eq!(lines[1], "{'i': 1,");
-    assert_eq!(lines[2], " 'msg': {'log': 'Hello world'},");
+    assert!(lines[2].starts_with(" 'incarnation': '"), "{lines:?}");
+    assert_eq!(lines[3], " 'msg': {'log': 'Hello world'},");
 }
 
 fn user() -> String {

@@ -10,4 +10,5 @@ mod config;
 mod crypto;
 mod interop;
 mod pki;
+mod reliability;
 mod signed;

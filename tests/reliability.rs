@@ -1,0 +1,330 @@
+//! No silent loss: incarnations, gaps filled from replay, unfillable gaps
+//! reported with exact counts, duplicates dropped, late joiners caught up.
+
+use crate::util::{free_port, Bus, WAIT};
+use bytes::Bytes;
+use fedmsg::replay::{Entry, History, Server};
+use fedmsg::{Config, Endpoint, Loader, Publisher, Received, Subscriber, Subscription};
+use futures::StreamExt;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use zeromq::{Socket, SocketSend};
+
+fn load(bus: &Bus) -> Config {
+    Loader::isolated()
+        .file(Some(bus.config.clone()))
+        .load()
+        .expect("test config")
+}
+
+fn endpoint(port: u16) -> Endpoint {
+    format!("tcp://127.0.0.1:{port}").parse().unwrap()
+}
+
+async fn next(subscription: &mut Subscription) -> Received {
+    tokio::time::timeout(WAIT, subscription.next())
+        .await
+        .expect("no message in time")
+        .expect("stream ended")
+}
+
+/// A raw publisher of hand-made envelopes (incarnation "inc", i as given).
+struct Raw {
+    socket: zeromq::PubSocket,
+}
+
+fn body(i: u64, incarnation: &str) -> String {
+    format!("{{\"i\":{i},\"incarnation\":\"{incarnation}\",\"msg\":{{\"n\":{i}}},\"msg_id\":\"id-{incarnation}-{i}\",\"timestamp\":{},\"topic\":\"org.x.dev.raw.t\"}}", chrono::Utc::now().timestamp())
+}
+
+impl Raw {
+    async fn bind(port: u16) -> Raw {
+        let mut socket = zeromq::PubSocket::new();
+        socket
+            .bind(&format!("tcp://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        Raw { socket }
+    }
+
+    async fn send(&mut self, text: &str) {
+        let frames = vec![
+            Bytes::from_static(b"org.x.dev.raw.t"),
+            Bytes::from(text.to_owned()),
+        ];
+        self.socket
+            .send(zeromq::ZmqMessage::try_from(frames).unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// Sends untracked probes until the subscriber sees one.
+    async fn warm_up(&mut self, subscription: &mut Subscription) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut n = 0;
+        loop {
+            n += 1;
+            self.send(&format!(
+                "{{\"msg_id\":\"warm-{n}\",\"topic\":\"org.x.dev.raw.t\"}}"
+            ))
+            .await;
+            if tokio::time::timeout(Duration::from_millis(50), subscription.next())
+                .await
+                .is_ok()
+            {
+                while tokio::time::timeout(Duration::from_millis(50), subscription.next())
+                    .await
+                    .is_ok()
+                {}
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the subscriber never connected"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfillable_gap_is_reported_with_exact_counts() {
+    let port = free_port();
+    let mut raw = Raw::bind(port).await;
+    let mut subscription = Subscriber::new(vec![("raw.host".into(), endpoint(port))]).subscribe();
+    let mut losses = subscription.take_losses().unwrap();
+    raw.warm_up(&mut subscription).await;
+    for i in [1, 2, 3, 10, 11] {
+        raw.send(&body(i, "inc")).await;
+    }
+    let seen: Vec<u64> = [
+        next(&mut subscription).await,
+        next(&mut subscription).await,
+        next(&mut subscription).await,
+        next(&mut subscription).await,
+        next(&mut subscription).await,
+    ]
+    .iter()
+    .map(|r| r.message.i().unwrap())
+    .collect();
+    assert_eq!(seen, [1, 2, 3, 10, 11]);
+    let loss = tokio::time::timeout(WAIT, losses.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((loss.first, loss.last, loss.count), (4, 9, 6));
+    assert_eq!(loss.to_string(), "lost 6 messages from raw.host (seq 4-9): replay service unavailable: no replay endpoint for raw.host");
+    assert_eq!(subscription.stats().lost(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_is_filled_from_replay_in_order_and_the_rest_reported() {
+    let port = free_port();
+    let replay_port = free_port();
+    let mut raw = Raw::bind(port).await;
+    // A replay service that kept only 4..6 of the missing 4..9.
+    let history = Arc::new(Mutex::new(History::new(100, 1 << 20, None)));
+    for i in 4..=6 {
+        history
+            .lock()
+            .unwrap()
+            .push(Entry::from_body(Bytes::from(body(i, "inc"))));
+    }
+    let server = Server::bind(
+        &endpoint(replay_port),
+        &fedmsg::Config::builtin().unwrap().keepalive,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(server.run(history, std::future::pending()));
+    let mut subscription = Subscriber::new(vec![("raw.host".into(), endpoint(port))])
+        .replay_endpoint("raw.host", endpoint(replay_port))
+        .subscribe();
+    let mut losses = subscription.take_losses().unwrap();
+    raw.warm_up(&mut subscription).await;
+    for i in [1, 2, 3, 10] {
+        raw.send(&body(i, "inc")).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        let received = next(&mut subscription).await;
+        seen.push((received.message.i().unwrap(), received.replayed));
+    }
+    assert_eq!(
+        seen,
+        [
+            (1, false),
+            (2, false),
+            (3, false),
+            (4, true),
+            (5, true),
+            (6, true),
+            (10, false)
+        ]
+    );
+    let loss = tokio::time::timeout(WAIT, losses.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((loss.first, loss.last, loss.count), (4, 9, 3));
+    assert_eq!(loss.reason, "no longer in the replay history");
+    // Sending 2 again (a replay duplicate, or a second path) is dropped.
+    raw.send(&body(2, "inc")).await;
+    raw.send(&body(11, "inc")).await;
+    assert_eq!(next(&mut subscription).await.message.i(), Some(11));
+    assert_eq!(subscription.stats().duplicates(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_publisher_is_a_new_incarnation_not_a_gap() {
+    let port = free_port();
+    let bus = Bus::new("", &format!("\"svc.host\" = \"tcp://127.0.0.1:{port}\""));
+    let config = load(&bus);
+    let mut subscription = Subscriber::from_config(&config)
+        .topic("org.fedoraproject.dev.svc")
+        .subscribe();
+    let mut incarnations = Vec::new();
+    for round in 0..3 {
+        let publisher = Publisher::bind(&config, "svc.host").await.unwrap();
+        // Probes are on the same topic: they are part of the sequence.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            publisher.publish("probe", "svc", &json!({})).await.unwrap();
+            if let Ok(Some(r)) =
+                tokio::time::timeout(Duration::from_millis(50), subscription.next()).await
+            {
+                incarnations.push(r.message.incarnation().unwrap().to_owned());
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline);
+        }
+        for n in 0..50 {
+            publisher
+                .publish("count", "svc", &json!({"round": round, "n": n}))
+                .await
+                .unwrap();
+        }
+        publisher.flush().await.unwrap();
+        let mut last = 0;
+        let mut counted = 0;
+        while counted < 50 {
+            let r = next(&mut subscription).await;
+            if r.topic().ends_with(".probe") {
+                continue;
+            }
+            assert_eq!(r.message.msg()["round"], round);
+            assert!(r.message.i().unwrap() > last);
+            last = r.message.i().unwrap();
+            counted += 1;
+        }
+        publisher.close().await.unwrap();
+    }
+    incarnations.dedup();
+    assert_eq!(incarnations.len(), 3, "each start is a new incarnation");
+    let stats = subscription.stats();
+    assert_eq!(
+        (stats.gaps(), stats.lost()),
+        (0, 0),
+        "restarts are not gaps"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_right_after_start_is_fully_received() {
+    let port = free_port();
+    let replay_port = free_port();
+    let bus = Bus::new(
+        "",
+        &format!("\"svc.host\" = \"tcp://127.0.0.1:{port}\"\n[replay_endpoints]\n\"svc.host\" = \"tcp://127.0.0.1:{replay_port}\""),
+    );
+    let config = load(&bus);
+    // The subscriber runs first; the publisher starts and at once sends
+    // 1,000 messages, most of them before the subscriber is connected.
+    let mut subscription = Subscriber::from_config(&config).subscribe();
+    let publisher = Publisher::bind(&config, "svc.host").await.unwrap();
+    for n in 0..1000u64 {
+        publisher
+            .publish("burst", "svc", &json!({"n": n}))
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    // One more, some time later, reveals where the stream is.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < 1000 {
+        match tokio::time::timeout(Duration::from_millis(200), subscription.next()).await {
+            Ok(Some(r)) => {
+                if r.topic().ends_with(".burst") {
+                    seen.push(r.message.msg()["n"].as_u64().unwrap());
+                }
+            }
+            _ => publisher.publish("tick", "svc", &json!({})).await.unwrap(),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "received {} of 1000",
+            seen.len()
+        );
+    }
+    assert_eq!(seen, (0..1000).collect::<Vec<_>>(), "all, in order, once");
+    assert_eq!(subscription.stats().lost(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_replays_what_passed_through_it() {
+    let replay_port = free_port();
+    let bus = Bus::new(
+        "",
+        &format!("[replay_endpoints]\n\"relay_outbound\" = \"tcp://127.0.0.1:{replay_port}\""),
+    );
+    let config = load(&bus);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let relay_config = config.clone();
+    tokio::spawn(async move {
+        fedmsg::relay::run(&relay_config, std::future::pending(), move |_| {
+            let _ = ready_tx.send(());
+        })
+        .await
+    });
+    ready_rx.await.unwrap();
+    let mut active = config.clone();
+    active.active = true;
+    let publisher = Publisher::from_config(&active).await.unwrap();
+    for n in 0..5 {
+        publisher
+            .publish("through", "relay", &json!({"n": n}))
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    // Ask the relay's replay service directly, as fedmsg's client would.
+    let query = fedmsg::replay::Query {
+        time: Some((0.0, 4e9)),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let bodies = loop {
+        let bodies = fedmsg::replay::fetch(&endpoint(replay_port), &query, Duration::from_secs(5))
+            .await
+            .unwrap();
+        if bodies.len() == 5 {
+            break bodies;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relay kept {} of 5",
+            bodies.len()
+        );
+        tokio::task::yield_now().await;
+    };
+    let ns: Vec<u64> = bodies
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["msg"]["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns, [0, 1, 2, 3, 4]);
+}
