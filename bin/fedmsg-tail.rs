@@ -61,6 +61,12 @@ struct Args {
     /// With validation on, show invalid messages marked INVALID instead of dropping them.
     #[arg(long)]
     show_invalid: bool,
+    /// Keep the position in FILE and, on start, catch up from the replay services.
+    #[arg(long, value_name = "FILE")]
+    state: Option<std::path::PathBuf>,
+    /// First show history from the replay services: a duration (10m, 2h) or a time.
+    #[arg(long, value_name = "DURATION|TIME")]
+    since: Option<String>,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -137,6 +143,15 @@ fn main() -> ExitCode {
         }
         other => other.map(Duration::from_secs_f64),
     };
+    let since = match args
+        .since
+        .as_deref()
+        .map(|t| tail::parse_since(t, chrono::Utc::now().timestamp() as f64))
+        .transpose()
+    {
+        Ok(since) => since,
+        Err(message) => return cli::fail("fedmsg-tail", cli::EXIT_USAGE, anyhow::anyhow!(message)),
+    };
     let options = TailOptions {
         topics: args.topic,
         include,
@@ -146,6 +161,8 @@ fn main() -> ExitCode {
         count: args.count,
         timeout,
         show_invalid: args.show_invalid,
+        state_file: args.state,
+        since,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

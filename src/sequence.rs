@@ -122,9 +122,115 @@ impl Tracker {
         *entry = (*entry).max(i);
     }
 
-    /// The last delivered `i` per incarnation (for state files).
-    pub fn positions(&self) -> &HashMap<String, u64> {
-        &self.last
+    /// Starts from a saved state: its incarnations are known, so the first
+    /// live message of each reveals what was missed.
+    pub fn resume(&mut self, state: &State) {
+        for (incarnation, position) in &state.positions {
+            self.skip_to(incarnation, position.i);
+        }
+    }
+}
+
+/// A reader's position, kept in a small JSON file so a restarted reader
+/// can ask the replay services for what it missed.
+///
+/// The file is meant to be read and reset by people: delete it to start
+/// afresh.
+///
+/// ```json
+/// {"saved_at": 1795365169, "positions": {"9f2c…": {"i": 1043, "seen": 1795365168}}}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// When it was saved (seconds since the epoch).
+    pub saved_at: i64,
+    /// Last consumed `i` per incarnation, with when it was last seen.
+    pub positions: std::collections::BTreeMap<String, Position>,
+}
+
+/// The last consumed message of one incarnation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// Its sequence number.
+    pub i: u64,
+    /// When it was consumed (seconds since the epoch).
+    pub seen: i64,
+}
+
+/// Why a state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("state file {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not a state file.
+    #[error("state file {path} is damaged ({why}); delete it to start afresh")]
+    Damaged {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parser's message.
+        why: String,
+    },
+}
+
+/// Incarnations not seen for this long are dropped from the state file.
+const FORGET_AFTER: i64 = 7 * 86_400;
+/// At most this many incarnations are kept in a state file.
+const MAX_POSITIONS: usize = 10_000;
+
+impl State {
+    /// Loads `path`; a missing file is an empty state.
+    pub fn load(path: &std::path::Path) -> Result<State, StateError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Damaged {
+                path: path.to_owned(),
+                why: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(source) => Err(StateError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes `path` atomically (a temporary file renamed over it).
+    pub fn save(&self, path: &std::path::Path) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut text = serde_json::to_string_pretty(self).map_err(|e| StateError::Damaged {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })?;
+        text.push('\n');
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, text).map_err(io)?;
+        std::fs::rename(&temporary, path).map_err(io)
+    }
+
+    /// Records a consumed message.
+    pub fn consumed(&mut self, incarnation: &str, i: u64, now: i64) {
+        let position = self.positions.entry(incarnation.to_owned()).or_default();
+        position.i = position.i.max(i);
+        position.seen = now;
+    }
+
+    /// Drops old incarnations so the file stays small.
+    pub fn prune(&mut self, now: i64) {
+        self.positions.retain(|_, p| now - p.seen < FORGET_AFTER);
+        if self.positions.len() > MAX_POSITIONS {
+            let mut seen: Vec<i64> = self.positions.values().map(|p| p.seen).collect();
+            seen.sort_unstable();
+            let cutoff = seen[seen.len() - MAX_POSITIONS];
+            self.positions.retain(|_, p| p.seen >= cutoff);
+        }
     }
 }
 
@@ -158,6 +264,32 @@ mod tests {
             "msg_id window"
         );
         assert_eq!(t.check(None, None, Some("zz")), Step::Deliver);
+    }
+
+    #[test]
+    fn state_round_trips_and_prunes() {
+        let dir = std::env::temp_dir().join(format!("fedmsg-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        assert_eq!(State::load(&path).unwrap(), State::default());
+        let mut state = State {
+            saved_at: 100,
+            ..State::default()
+        };
+        state.consumed("a", 5, 100);
+        state.consumed("a", 3, 100);
+        state.consumed("old", 1, 1);
+        state.prune(100 + FORGET_AFTER - 1);
+        assert_eq!(state.positions.len(), 1);
+        assert_eq!(state.positions["a"].i, 5);
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), state);
+        std::fs::write(&path, "nope").unwrap();
+        assert!(State::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("delete it"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

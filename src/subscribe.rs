@@ -22,7 +22,7 @@ use crate::crypto::{Validator, ValidatorConfig, Verdict};
 use crate::endpoint::Endpoint;
 use crate::envelope::{DecodeError, Message};
 use crate::replay::{self, Query, ReplayError};
-use crate::sequence::{Step, Tracker};
+use crate::sequence::{State, Step, Tracker};
 use crate::transport::{self, Backoff, SubEvent};
 use bytes::Bytes;
 use futures::Stream;
@@ -177,6 +177,8 @@ pub struct Subscriber {
     replay_limit: usize,
     replay_timeout: Duration,
     dedupe_window: usize,
+    resume: Option<State>,
+    since: Option<f64>,
 }
 
 impl Subscriber {
@@ -199,6 +201,8 @@ impl Subscriber {
             replay_limit: config.replay_limit,
             replay_timeout: config.replay_timeout,
             dedupe_window: 100_000,
+            resume: None,
+            since: None,
         }
     }
 
@@ -225,6 +229,8 @@ impl Subscriber {
             replay_limit: 10_000,
             replay_timeout: Duration::from_secs(2),
             dedupe_window: 100_000,
+            resume: None,
+            since: None,
         }
     }
 
@@ -244,6 +250,22 @@ impl Subscriber {
     /// The replay service of the publisher listed under `name`.
     pub fn replay_endpoint(mut self, name: impl Into<String>, endpoint: Endpoint) -> Subscriber {
         self.replay_endpoints.insert(name.into(), endpoint);
+        self
+    }
+
+    /// Continues from a saved position: on start, every replay service is
+    /// asked for what was published since the state was saved (at most
+    /// `replay_limit` messages each), and known incarnations continue where
+    /// they stopped.
+    pub fn resume(mut self, state: State) -> Subscriber {
+        self.resume = Some(state);
+        self
+    }
+
+    /// Starts with history: on start, every replay service is asked for
+    /// what was published since `since` (seconds since the epoch).
+    pub fn since(mut self, since: f64) -> Subscriber {
+        self.since = Some(since);
         self
     }
 
@@ -293,9 +315,22 @@ impl Subscriber {
         let (deliveries, receiver) = mpsc::channel(4096);
         let (loss_sender, losses) = mpsc::channel(1024);
         let stats = Arc::new(Stats::default());
+        let mut tracker = Tracker::new(self.dedupe_window);
+        let now = chrono::Utc::now().timestamp();
+        let mut state = State::default();
+        let mut catch_up = self.since;
+        if let Some(resumed) = &self.resume {
+            tracker.resume(resumed);
+            state = resumed.clone();
+            if resumed.saved_at > 0 {
+                let from = resumed.saved_at as f64 - 1.0;
+                catch_up = Some(catch_up.map_or(from, |since| since.min(from)));
+            }
+        }
         let reader = Reader {
-            tracker: Tracker::new(self.dedupe_window),
-            since: chrono::Utc::now().timestamp() as f64 - 1.0,
+            tracker,
+            since: catch_up.unwrap_or(now as f64 - 1.0).min(now as f64 - 1.0),
+            catch_up,
             stats: stats.clone(),
             deliveries,
             losses: loss_sender,
@@ -306,6 +341,7 @@ impl Subscriber {
             receiver,
             stats,
             losses: Some(losses),
+            state,
         }
     }
 
@@ -332,6 +368,8 @@ struct Reader {
     tracker: Tracker,
     /// Messages from publishers first seen mid-stream are caught up to here.
     since: f64,
+    /// Ask every replay service for what was published since then, first.
+    catch_up: Option<f64>,
     stats: Arc<Stats>,
     deliveries: mpsc::Sender<Received>,
     losses: mpsc::Sender<Loss>,
@@ -339,6 +377,11 @@ struct Reader {
 
 impl Reader {
     async fn run(mut self, mut arrivals: mpsc::Receiver<SubEvent>) {
+        if let Some(since) = self.catch_up {
+            if self.catch_up(since).await.is_err() {
+                return;
+            }
+        }
         let mut batch = Vec::with_capacity(BATCH);
         while arrivals.recv_many(&mut batch, BATCH).await > 0 {
             let events = std::mem::take(&mut batch);
@@ -508,6 +551,83 @@ impl Reader {
         Ok(())
     }
 
+    /// Asks every replay service for what was published since `since` and
+    /// delivers it (known incarnations from where they stopped).
+    async fn catch_up(&mut self, since: f64) -> Result<(), ()> {
+        let services: Vec<(usize, Endpoint)> = self
+            .settings
+            .replay_endpoints
+            .iter()
+            .filter_map(|(name, replay)| {
+                self.settings
+                    .endpoints
+                    .iter()
+                    .position(|(n, _)| n == name)
+                    .map(|index| (index, replay.clone()))
+            })
+            .collect();
+        for (index, replay_endpoint) in services {
+            let name = self.settings.endpoints[index].0.clone();
+            let query = Query {
+                since: Some(since),
+                limit: Some(self.settings.replay_limit),
+                ..Query::default()
+            };
+            let bodies = match replay::fetch(&replay_endpoint, &query, self.settings.replay_timeout)
+                .await
+            {
+                Ok(bodies) => bodies,
+                Err(error) => {
+                    tracing::warn!(name = %name, %error, "cannot catch up from this replay service");
+                    continue;
+                }
+            };
+            if bodies.len() >= self.settings.replay_limit {
+                tracing::warn!(name = %name, limit = self.settings.replay_limit, "catching up stopped at replay_limit messages; older ones are skipped");
+            }
+            let mut messages: Vec<Message> = bodies
+                .into_iter()
+                .filter_map(|b| decode_replayed(b, self.settings.max_message_size).ok())
+                .collect();
+            messages.sort_by(|a, b| {
+                (a.timestamp().unwrap_or(0.0), a.incarnation(), a.i())
+                    .partial_cmp(&(b.timestamp().unwrap_or(0.0), b.incarnation(), b.i()))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            for (message, verdict) in self.validate(messages, &replay_endpoint.to_string()) {
+                match self
+                    .tracker
+                    .check(message.incarnation(), message.i(), message.msg_id())
+                {
+                    Step::Duplicate => {}
+                    Step::Deliver => self.deliver(index, message, verdict, true).await?,
+                    Step::Joined { last } => {
+                        self.tracker
+                            .skip_to(message.incarnation().unwrap_or_default(), last);
+                        self.deliver(index, message, verdict, true).await?;
+                    }
+                    Step::Gap { first, last } => {
+                        let incarnation = message.incarnation().unwrap_or_default().to_owned();
+                        let loss = Loss {
+                            name: name.clone(),
+                            incarnation: incarnation.clone(),
+                            first,
+                            last,
+                            count: last - first + 1,
+                            reason: "no longer in the replay history".into(),
+                        };
+                        self.stats.lost.fetch_add(loss.count, Ordering::Relaxed);
+                        tracing::warn!(name = %name, incarnation = %incarnation, first, last, count = loss.count, "{loss}");
+                        let _ = self.losses.try_send(loss);
+                        self.tracker.skip_to(&incarnation, last);
+                        self.deliver(index, message, verdict, true).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Fetches `first..=last` of `incarnation` from the replay service of
     /// endpoint `index`'s publisher and delivers what it has, in order. With
     /// `report`, what it lacks is reported lost.
@@ -617,12 +737,23 @@ pub struct Subscription {
     receiver: mpsc::Receiver<Received>,
     stats: Arc<Stats>,
     losses: Option<mpsc::Receiver<Loss>>,
+    state: State,
 }
 
 impl Subscription {
     /// Live counters for this subscription.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// The position of what this subscription has yielded so far, to save
+    /// with [`State::save`] and pass to [`Subscriber::resume`] next time.
+    pub fn state(&self) -> State {
+        let mut state = self.state.clone();
+        let now = chrono::Utc::now().timestamp();
+        state.saved_at = now;
+        state.prune(now);
+        state
     }
 
     /// The stream of [`Loss`] reports (available once). Reports are also
@@ -636,7 +767,18 @@ impl Stream for Subscription {
     type Item = Received;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
-        self.receiver.poll_recv(cx)
+        let polled = self.receiver.poll_recv(cx);
+        if let Poll::Ready(Some(received)) = &polled {
+            if let (Some(incarnation), Some(i)) =
+                (received.message.incarnation(), received.message.i())
+            {
+                if received.verdict.as_ref().is_none_or(Verdict::is_valid) {
+                    let now = received.message.timestamp().unwrap_or(0.0) as i64;
+                    self.state.consumed(incarnation, i, now);
+                }
+            }
+        }
+        polled
     }
 }
 

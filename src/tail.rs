@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::crypto::Verdict;
 use crate::envelope::Message;
 use crate::meta;
+use crate::sequence::State;
 use crate::subscribe::{Stats, Subscriber};
 use futures::{FutureExt, StreamExt};
 use regex::Regex;
@@ -58,6 +59,11 @@ pub struct TailOptions {
     /// With validation on, show invalid messages (marked) instead of
     /// dropping them.
     pub show_invalid: bool,
+    /// Keep the position here and resume from it (`--state`).
+    pub state_file: Option<std::path::PathBuf>,
+    /// Show history from the replay services since then (`--since`),
+    /// seconds since the epoch.
+    pub since: Option<f64>,
 }
 
 impl Default for TailOptions {
@@ -71,8 +77,28 @@ impl Default for TailOptions {
             count: None,
             timeout: None,
             show_invalid: false,
+            state_file: None,
+            since: None,
         }
     }
+}
+
+/// Parses `--since`: a duration back from now (`90s`, `10m`, `2h`, `1d`)
+/// or a time (`2026-11-22`, `2026-11-22T10:00:00Z`, epoch seconds).
+pub fn parse_since(text: &str, now: f64) -> Result<f64, String> {
+    let units = [("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0)];
+    for (suffix, seconds) in units {
+        if let Some(number) = text.strip_suffix(suffix) {
+            if let Ok(value) = number.parse::<f64>() {
+                if value.is_finite() && value >= 0.0 {
+                    return Ok(now - value * seconds);
+                }
+            }
+        }
+    }
+    crate::verify::parse_time(text).map(|t| t as f64).map_err(|_| {
+        format!("cannot read --since {text:?}: use a duration (90s, 10m, 2h, 1d) or a time (2026-11-22T10:00:00Z, epoch seconds)")
+    })
 }
 
 /// Why tail stopped.
@@ -95,6 +121,9 @@ pub enum TailError {
     /// Writing the output failed (a closed pipe among others).
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// The state file cannot be used.
+    #[error(transparent)]
+    State(#[from] crate::sequence::StateError),
 }
 
 /// Runs tail until `--count`, `--timeout` or `shutdown`.
@@ -104,11 +133,17 @@ pub async fn run<W: Write>(
     shutdown: impl Future<Output = ()>,
     out: W,
 ) -> Result<(TailOutcome, Arc<Stats>), TailError> {
-    let subscriber = Subscriber::from_config(config)
+    let mut subscriber = Subscriber::from_config(config)
         .topics(options.topics.clone())
         .keep_invalid(options.show_invalid);
     if subscriber.endpoints().is_empty() {
         return Err(TailError::NoEndpoints);
+    }
+    if let Some(path) = &options.state_file {
+        subscriber = subscriber.resume(State::load(path)?);
+    }
+    if let Some(since) = options.since {
+        subscriber = subscriber.since(since);
     }
     let mut subscription = subscriber.subscribe();
     let stats = subscription.stats();
@@ -123,12 +158,26 @@ pub async fn run<W: Write>(
     };
     tokio::pin!(shutdown, timer);
     let mut line = String::with_capacity(1024);
+    let mut saved = tokio::time::Instant::now();
+    // The position is saved after the output it covers is flushed, so a
+    // crash can repeat a little, never skip.
+    let save = |subscription: &crate::subscribe::Subscription| -> Result<(), TailError> {
+        if let Some(path) = &options.state_file {
+            subscription.state().save(path)?;
+        }
+        Ok(())
+    };
     loop {
         let first = tokio::select! {
-            _ = &mut shutdown => { out.flush()?; return Ok((TailOutcome::Shutdown, stats)); }
-            _ = &mut timer => { out.flush()?; return Ok((TailOutcome::TimedOut, stats)); }
+            _ = &mut shutdown => { out.flush()?; save(&subscription)?; return Ok((TailOutcome::Shutdown, stats)); }
+            _ = &mut timer => { out.flush()?; save(&subscription)?; return Ok((TailOutcome::TimedOut, stats)); }
             next = subscription.next() => next,
         };
+        if first.is_none() {
+            out.flush()?;
+            save(&subscription)?;
+            return Ok((TailOutcome::Shutdown, stats));
+        }
         let mut next = first;
         // Write everything already waiting, then flush once.
         while let Some(received) = next {
@@ -145,12 +194,17 @@ pub async fn run<W: Write>(
                 shown += 1;
                 if options.count.is_some_and(|c| shown >= c) {
                     out.flush()?;
+                    save(&subscription)?;
                     return Ok((TailOutcome::CountReached, stats));
                 }
             }
             next = subscription.next().now_or_never().flatten();
         }
         out.flush()?;
+        if saved.elapsed() >= Duration::from_millis(200) {
+            save(&subscription)?;
+            saved = tokio::time::Instant::now();
+        }
     }
 }
 

@@ -328,3 +328,92 @@ async fn the_relay_replays_what_passed_through_it() {
         .collect();
     assert_eq!(ns, [0, 1, 2, 3, 4]);
 }
+
+#[test]
+fn a_subscriber_restarted_five_times_gets_every_message_exactly_once() {
+    const TOTAL: u64 = 100_000;
+    let port = free_port();
+    let replay_port = free_port();
+    let bus = Bus::new(
+        "replay_history = 200000\nreplay_limit = 200000",
+        &format!("\"svc.host\" = \"tcp://127.0.0.1:{port}\"\n[replay_endpoints]\n\"svc.host\" = \"tcp://127.0.0.1:{replay_port}\""),
+    );
+    let state = bus.dir.path().join("tail-state.json");
+    let start_tail = || {
+        let mut command = bus.command("fedmsg-tail");
+        command
+            .args([
+                "--json",
+                "--topic",
+                "org.fedoraproject.dev.svc.stream",
+                "--state",
+            ])
+            .arg(&state);
+        crate::util::Proc::spawn(command)
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = load(&bus);
+    let publisher = runtime
+        .block_on(Publisher::bind(&config, "svc.host"))
+        .unwrap();
+    let mut lines: Vec<String> = Vec::new();
+    let mut tail = start_tail();
+    let mut restarts = 0;
+    // About 20,000 messages a second, paced by a timer.
+    runtime.block_on(async {
+        let mut pace = tokio::time::interval(Duration::from_millis(1));
+        for n in 0..TOTAL {
+            if n % 20 == 0 {
+                pace.tick().await;
+            }
+            publisher
+                .publish("stream", "svc", &json!({"n": n}))
+                .await
+                .unwrap();
+            if n > 0 && n % 16_000 == 0 && restarts < 5 {
+                // Stop this reader (it saves its position) and start another.
+                tail.interrupt();
+                let status = tail.wait_exit(WAIT);
+                assert!(status.success(), "{}", tail.stderr_text());
+                lines.extend(tail.remaining_lines());
+                tail = start_tail();
+                restarts += 1;
+            }
+        }
+        publisher.flush().await.unwrap();
+    });
+    assert_eq!(restarts, 5);
+    // The last reader must get to the end by itself.
+    loop {
+        let line = tail.expect_line();
+        let done = line.contains(&format!("\"n\":{}", TOTAL - 1));
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    tail.interrupt();
+    assert!(tail.wait_exit(WAIT).success());
+    lines.extend(tail.remaining_lines());
+    let stderr = tail.stderr_text();
+    assert!(!stderr.contains("lost"), "{stderr}");
+    let numbers: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["msg"]["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let first_wrong = numbers.iter().enumerate().find(|(k, n)| *k as u64 != **n);
+    assert!(
+        first_wrong.is_none(),
+        "at {first_wrong:?}; {} lines",
+        numbers.len()
+    );
+    assert_eq!(
+        numbers.len() as u64,
+        TOTAL,
+        "every message exactly once, in order"
+    );
+}
