@@ -154,6 +154,14 @@ impl Sink {
         }
     }
 
+    /// Delivers what is queued (active mode, while the relay was away).
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        match self {
+            Sink::Bound(_) => Ok(()),
+            Sink::Connected(s) => s.flush().await,
+        }
+    }
+
     async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
         match self {
             Sink::Bound(s) => s.send(frames).await,
@@ -400,11 +408,17 @@ async fn run(
                 }
             }
             Command::Flush(done) => {
+                if let Err(e) = sink.flush().await {
+                    error.get_or_insert(PublishError::Transport(e.to_string()));
+                }
                 let _ = done.send(error.take().map_or(Ok(()), Err));
             }
             Command::Close(done) => {
                 // No send may succeed once close() has returned.
                 commands.close();
+                if let Err(e) = sink.flush().await {
+                    error.get_or_insert(PublishError::Transport(e.to_string()));
+                }
                 sink.close().await;
                 let _ = done.send(error.take().map_or(Ok(()), Err));
                 return;

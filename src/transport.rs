@@ -167,20 +167,35 @@ impl PubSocket {
 }
 
 /// A publisher that connects to a relay's bound SUB socket (fedmsg's active
-/// mode). Built on XPUB so it can tell when the relay is listening and
-/// when frames are written. It reconnects when the relay restarts: the
-/// `zeromq` crate does not, and its XPUB would silently send into nothing.
+/// mode). Built on XPUB so it can tell when the relay is listening and when
+/// frames are written.
+///
+/// It survives relay restarts, which the `zeromq` crate does not (its XPUB
+/// would silently send into nothing): it checks its connection every
+/// 100 ms, keeps what it sent in the last two seconds, and while the relay
+/// is away it queues new messages (up to 100,000). Once the relay is back it
+/// re-sends the recent ones, which the dying relay may have lost, then the
+/// queued ones. Readers drop the duplicates this can cause by `i`.
 pub struct ConnectedPub {
-    socket: zeromq::XPubSocket,
+    socket: Option<zeromq::XPubSocket>,
     endpoint: Endpoint,
     timeout: Duration,
     keepalive: Keepalive,
     peers: Vec<std::net::SocketAddr>,
     checked: tokio::time::Instant,
+    recent: std::collections::VecDeque<(tokio::time::Instant, Vec<Bytes>)>,
+    pending: std::collections::VecDeque<Vec<Bytes>>,
+    retry_at: tokio::time::Instant,
+    retry_interval: Duration,
+    dropped: u64,
 }
 
 /// How often a connecting publisher checks that its connection still exists.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+/// How long sent messages are kept for re-sending after a relay restart.
+const RESEND_WINDOW: Duration = Duration::from_secs(2);
+/// Most messages queued while the relay is away (and kept for re-sending).
+const MAX_KEPT: usize = 100_000;
 
 impl ConnectedPub {
     /// Connects to `endpoint` and waits until the peer has subscribed, for at
@@ -193,13 +208,19 @@ impl ConnectedPub {
         let socket = Self::open(endpoint, timeout).await?;
         let peers = resolve(endpoint).await;
         keepalive_connections(&peers, keepalive);
+        let now = tokio::time::Instant::now();
         Ok(ConnectedPub {
-            socket,
+            socket: Some(socket),
             endpoint: endpoint.clone(),
             timeout,
             keepalive: keepalive.clone(),
             peers,
-            checked: tokio::time::Instant::now(),
+            checked: now,
+            recent: Default::default(),
+            pending: Default::default(),
+            retry_at: now,
+            retry_interval: Duration::from_millis(100),
+            dropped: 0,
         })
     }
 
@@ -232,22 +253,108 @@ impl ConnectedPub {
         Ok(socket)
     }
 
-    /// Sends one message; returns once it is written to the connection.
-    /// If the relay went away, reconnects first (waiting at most the
-    /// connect timeout) and fails if it does not come back.
-    pub async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
+    /// Notices a lost connection (at most every 100 ms).
+    fn check_connection(&mut self) {
+        let Some(socket) = self.socket.as_mut() else {
+            return;
+        };
         // Reading is what lets the socket notice a closed connection (and
         // drop it); anything the relay says here is only subscriptions.
-        while let Some(Ok(_)) = futures::FutureExt::now_or_never(self.socket.recv()) {}
+        while let Some(Ok(_)) = futures::FutureExt::now_or_never(socket.recv()) {}
         if !self.peers.is_empty() && self.checked.elapsed() >= LIVENESS_CHECK {
             self.checked = tokio::time::Instant::now();
             if for_each_connection(&self.peers, |_| {}) == 0 {
-                tracing::info!(endpoint = %self.endpoint, "relay connection lost; reconnecting");
-                self.socket = Self::open(&self.endpoint, self.timeout).await?;
-                keepalive_connections(&self.peers, &self.keepalive);
+                tracing::warn!(endpoint = %self.endpoint, "relay connection lost; queueing until it is back");
+                self.socket = None;
             }
         }
-        send_frames(&mut self.socket, frames).await
+    }
+
+    /// Tries to reconnect, waiting at most `wait`; on success re-sends the
+    /// recent and the queued messages.
+    async fn reconnect(&mut self, wait: Duration) -> Result<(), TransportError> {
+        let socket = Self::open(&self.endpoint, wait).await?;
+        keepalive_connections(&self.peers, &self.keepalive);
+        self.socket = Some(socket);
+        self.checked = tokio::time::Instant::now();
+        self.retry_interval = Duration::from_millis(100);
+        let resend: Vec<Vec<Bytes>> = self
+            .recent
+            .iter()
+            .map(|(_, f)| f.clone())
+            .chain(self.pending.drain(..))
+            .collect();
+        tracing::info!(endpoint = %self.endpoint, resent = resend.len(), "relay is back");
+        for frames in resend {
+            self.write(frames).await?;
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        let Some(socket) = self.socket.as_mut() else {
+            return Err(TransportError::Send("not connected".into()));
+        };
+        send_frames(socket, frames.clone()).await?;
+        let now = tokio::time::Instant::now();
+        self.recent.push_back((now, frames));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RESEND_WINDOW)
+            || self.recent.len() > MAX_KEPT
+        {
+            self.recent.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Sends one message; returns once it is written to the connection, or
+    /// queued while the relay is away. Fails only when the queue overflows.
+    pub async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        self.check_connection();
+        if self.socket.is_none() && tokio::time::Instant::now() >= self.retry_at {
+            if let Err(error) = self
+                .reconnect(self.timeout.min(Duration::from_millis(500)))
+                .await
+            {
+                tracing::debug!(%error, "relay still away");
+                self.retry_at = tokio::time::Instant::now() + self.retry_interval;
+                self.retry_interval = (self.retry_interval * 2).min(Duration::from_secs(2));
+            }
+        }
+        if self.socket.is_some() {
+            return self.write(frames).await;
+        }
+        self.pending.push_back(frames);
+        if self.pending.len() > MAX_KEPT {
+            self.pending.pop_front();
+            self.dropped += 1;
+            return Err(TransportError::Send(format!(
+                "relay unreachable; {} queued messages dropped so far",
+                self.dropped
+            )));
+        }
+        Ok(())
+    }
+
+    /// Delivers what is queued, waiting at most the connect timeout for the
+    /// relay; fails if messages remain undelivered.
+    pub async fn flush(&mut self) -> Result<(), TransportError> {
+        self.check_connection();
+        if self.pending.is_empty() && self.dropped == 0 {
+            return Ok(());
+        }
+        if self.socket.is_none() {
+            self.reconnect(self.timeout).await?;
+        }
+        if self.dropped > 0 {
+            let dropped = std::mem::take(&mut self.dropped);
+            return Err(TransportError::Send(format!(
+                "{dropped} messages were dropped while the relay was unreachable"
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -417,3 +417,58 @@ fn a_subscriber_restarted_five_times_gets_every_message_exactly_once() {
         "every message exactly once, in order"
     );
 }
+
+#[test]
+fn a_relay_killed_mid_stream_loses_nothing() {
+    const TOTAL: u64 = 20_000;
+    let replay_port = free_port();
+    let bus = Bus::new(
+        "replay_limit = 100000",
+        &format!("[replay_endpoints]\n\"relay_outbound\" = \"tcp://127.0.0.1:{replay_port}\""),
+    );
+    let mut relay = bus.start_relay();
+    let mut command = bus.command("fedmsg-tail");
+    command.args(["--json", "--topic", "org.fedoraproject.dev.svc.through"]);
+    let mut tail = crate::util::Proc::spawn(command);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = load(&bus);
+    config.active = true;
+    let publisher = runtime.block_on(Publisher::from_config(&config)).unwrap();
+    runtime.block_on(async {
+        let mut pace = tokio::time::interval(Duration::from_millis(1));
+        for n in 0..TOTAL {
+            if n % 10 == 0 {
+                pace.tick().await;
+            }
+            if n == TOTAL / 2 {
+                // kill -9: no goodbye, whatever was in flight is gone.
+                let _ = relay.child.kill();
+                let _ = relay.child.wait();
+                relay = bus.start_relay();
+            }
+            publisher
+                .publish("through", "svc", &json!({"n": n}))
+                .await
+                .unwrap();
+        }
+        publisher.flush().await.unwrap();
+    });
+    let mut numbers = Vec::new();
+    while numbers.last() != Some(&(TOTAL - 1)) {
+        let line = tail.expect_line();
+        numbers.push(
+            serde_json::from_str::<serde_json::Value>(&line).unwrap()["msg"]["n"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let stderr = tail.stderr_text();
+    assert!(!stderr.contains("lost"), "{stderr}");
+    let first_wrong = numbers.iter().enumerate().find(|(k, n)| *k as u64 != **n);
+    assert!(
+        first_wrong.is_none(),
+        "at {first_wrong:?} of {}",
+        numbers.len()
+    );
+    drop(relay);
+}
