@@ -323,7 +323,16 @@ impl Subscriber {
             tracker.resume(resumed);
             state = resumed.clone();
             if resumed.saved_at > 0 {
-                let from = resumed.saved_at as f64 - 1.0;
+                // From the oldest message consumed last time: a reader that
+                // was lagging when it stopped saved later than what it had
+                // seen, and new publishers may have started in between.
+                let oldest = resumed
+                    .positions
+                    .values()
+                    .map(|p| p.seen)
+                    .min()
+                    .unwrap_or(resumed.saved_at);
+                let from = oldest.min(resumed.saved_at) as f64 - 1.0;
                 catch_up = Some(catch_up.map_or(from, |since| since.min(from)));
             }
         }
@@ -607,19 +616,12 @@ impl Reader {
                         self.deliver(index, message, verdict, true).await?;
                     }
                     Step::Gap { first, last } => {
+                        // Between where this reader stopped and the catch-up
+                        // window: ask for exactly those.
                         let incarnation = message.incarnation().unwrap_or_default().to_owned();
-                        let loss = Loss {
-                            name: name.clone(),
-                            incarnation: incarnation.clone(),
-                            first,
-                            last,
-                            count: last - first + 1,
-                            reason: "no longer in the replay history".into(),
-                        };
-                        self.stats.lost.fetch_add(loss.count, Ordering::Relaxed);
-                        tracing::warn!(name = %name, incarnation = %incarnation, first, last, count = loss.count, "{loss}");
-                        let _ = self.losses.try_send(loss);
-                        self.tracker.skip_to(&incarnation, last);
+                        self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                        self.fill(index, &incarnation, first, last, None, true)
+                            .await?;
                         self.deliver(index, message, verdict, true).await?;
                     }
                 }

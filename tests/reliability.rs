@@ -374,7 +374,9 @@ fn a_subscriber_restarted_five_times_gets_every_message_exactly_once() {
                 // Stop this reader (it saves its position) and start another.
                 tail.interrupt();
                 let status = tail.wait_exit(WAIT);
-                assert!(status.success(), "{}", tail.stderr_text());
+                let stderr = tail.stderr_text();
+                assert!(status.success(), "{stderr}");
+                assert!(!stderr.contains("lost"), "reader {restarts}: {stderr}");
                 lines.extend(tail.remaining_lines());
                 tail = start_tail();
                 restarts += 1;
