@@ -56,15 +56,29 @@ async fn raw(count: u64) -> (f64, u64) {
         .is_ok()
     {}
     let receiver = tokio::spawn(async move {
-        let mut received = 0u64;
+        // One timer for the whole run, none per message. Lost messages end
+        // the run by silence (the last arrival time is what counts).
         let started = Instant::now();
-        while received < count {
-            match tokio::time::timeout(Duration::from_millis(500), subscriber.recv()).await {
-                Ok(Ok(_)) => received += 1,
-                _ => break,
+        let mut received = 0u64;
+        let mut last = started;
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while received < count {
+                match tokio::time::timeout(Duration::from_millis(300), subscriber.recv()).await {
+                    Ok(Ok(_)) => {
+                        received += 1;
+                        if received % 1024 == 0 {
+                            last = Instant::now();
+                        }
+                    }
+                    _ => break,
+                }
             }
+        })
+        .await;
+        if received == count {
+            last = Instant::now();
         }
-        (received, started.elapsed())
+        (received, last.duration_since(started))
     });
     for _ in 0..count {
         publisher
@@ -110,8 +124,8 @@ async fn ours(count: u64, with_replay: bool) -> (f64, u64, u64) {
     {}
     let stats = subscription.stats();
     let receiver = tokio::spawn(async move {
-        let mut received = 0u64;
         let started = Instant::now();
+        let mut received = 0u64;
         while received < count {
             match tokio::time::timeout(Duration::from_millis(1000), subscription.next()).await {
                 Ok(Some(r)) if r.topic().ends_with(".comment") => received += 1,

@@ -376,12 +376,15 @@ async fn run(
     let mut counter: u64 = 0;
     let mut error: Option<PublishError> = None;
     let mut out = String::with_capacity(512);
+    let shared_incarnation: Arc<str> = Arc::from(incarnation.as_str());
+    let incarnation_value = Value::String(incarnation.clone());
     while let Some(command) = commands.recv().await {
         match command {
             Command::Publish(topic, msg) => {
                 counter += 1;
                 let mut body = envelope::build(&topic, msg, counter, &username);
-                body.insert("incarnation".into(), Value::String(incarnation.clone()));
+                body.insert("incarnation".into(), incarnation_value.clone());
+                let timestamp = body.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
                 if let Some(signer) = &signer {
                     signer.sign(&mut body);
                 }
@@ -393,10 +396,10 @@ async fn run(
                     // message can always fetch it.
                     if let Ok(mut history) = history.lock() {
                         history.push(Entry {
-                            incarnation: Some(incarnation.clone()),
+                            incarnation: Some(shared_incarnation.clone()),
                             i: Some(counter),
                             msg_id: None,
-                            timestamp: chrono::Utc::now().timestamp() as f64,
+                            timestamp,
                             body: body.clone(),
                         });
                     }

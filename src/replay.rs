@@ -198,7 +198,7 @@ impl Query {
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The publisher incarnation.
-    pub incarnation: Option<String>,
+    pub incarnation: Option<Arc<str>>,
     /// The sequence number (`i`).
     pub i: Option<u64>,
     /// The message id.
@@ -227,7 +227,7 @@ impl Entry {
             timestamp: None,
         });
         Entry {
-            incarnation: index.incarnation,
+            incarnation: index.incarnation.map(Arc::from),
             i: index.i,
             msg_id: index.msg_id,
             timestamp: index.timestamp.unwrap_or(0.0),

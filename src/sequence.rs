@@ -33,22 +33,35 @@ pub enum Step {
     },
 }
 
-/// Bounded memory of `msg_id`s.
+/// Bounded memory of `msg_id`s, kept as 64-bit digests (no allocation per
+/// message; a false duplicate needs a collision among the last `capacity`
+/// ids, about 1 in 10^9 for 100,000 of them).
 #[derive(Debug)]
 struct Seen {
-    order: VecDeque<String>,
-    ids: HashSet<String>,
+    order: VecDeque<u64>,
+    ids: HashSet<u64>,
     capacity: usize,
+}
+
+/// FNV-1a: fast on short ids, and stable within the process.
+fn digest(id: &str) -> u64 {
+    let mut fnv: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.as_bytes() {
+        fnv ^= u64::from(*byte);
+        fnv = fnv.wrapping_mul(0x0100_0000_01b3);
+    }
+    fnv
 }
 
 impl Seen {
     fn contains(&self, id: &str) -> bool {
-        self.ids.contains(id)
+        self.ids.contains(&digest(id))
     }
 
     fn insert(&mut self, id: &str) {
-        if self.ids.insert(id.to_owned()) {
-            self.order.push_back(id.to_owned());
+        let id = digest(id);
+        if self.ids.insert(id) {
+            self.order.push_back(id);
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
                     self.ids.remove(&old);
@@ -111,8 +124,12 @@ impl Tracker {
                 // forget all rather than grow without bound.
                 self.last.clear();
             }
-            let entry = self.last.entry(incarnation.to_owned()).or_insert(0);
-            *entry = (*entry).max(i);
+            match self.last.get_mut(incarnation) {
+                Some(last) => *last = (*last).max(i),
+                None => {
+                    self.last.insert(incarnation.to_owned(), i);
+                }
+            }
         }
     }
 
