@@ -111,6 +111,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "replay_endpoints",
     "replay_history",
     "replay_history_bytes",
+    "replay_store",
     "replay_limit",
     "replay_timeout",
     "sign_messages",
@@ -194,6 +195,7 @@ pub struct RawConfig {
     pub replay_endpoints: Option<BTreeMap<String, String>>,
     pub replay_history: Option<u64>,
     pub replay_history_bytes: Option<u64>,
+    pub replay_store: Option<String>,
     pub replay_limit: Option<u64>,
     pub replay_timeout: Option<u64>,
     pub sign_messages: Option<bool>,
@@ -259,6 +261,9 @@ pub struct Config {
     pub replay_history: usize,
     /// Bytes a publisher (or the relay) keeps for replay.
     pub replay_history_bytes: usize,
+    /// A file to keep the replay history in across restarts (`{name}` is
+    /// replaced by the publisher name); `None` keeps it in memory only.
+    pub replay_store: Option<String>,
     /// Most messages a reader fetches to fill one gap or to resume.
     pub replay_limit: usize,
     /// How long a reader waits for a replay service.
@@ -808,6 +813,7 @@ fn resolve(raw: RawConfig, merged: Table, sources: Vec<Source>) -> Result<Config
             .replay_history_bytes
             .unwrap_or(64 << 20)
             .min(usize::MAX as u64) as usize,
+        replay_store: raw.replay_store.filter(|s| !s.is_empty()),
         replay_limit: raw.replay_limit.unwrap_or(10_000).min(usize::MAX as u64) as usize,
         replay_timeout: Duration::from_millis(raw.replay_timeout.unwrap_or(2000)),
         sign_messages: raw.sign_messages.unwrap_or(false),
@@ -848,6 +854,31 @@ fn resolve(raw: RawConfig, merged: Table, sources: Vec<Source>) -> Result<Config
 }
 
 impl Config {
+    /// The replay history for publisher `name`: in `replay_store` (with
+    /// `{name}` replaced) if set, else in memory.
+    pub fn replay_history_for(
+        &self,
+        name: &str,
+        own_incarnation: Option<String>,
+    ) -> Result<crate::replay::History, crate::replay::StoreError> {
+        match &self.replay_store {
+            Some(pattern) => {
+                let path = PathBuf::from(pattern.replace("{name}", name));
+                crate::replay::History::persistent(
+                    self.replay_history,
+                    self.replay_history_bytes,
+                    own_incarnation,
+                    &path,
+                )
+            }
+            None => Ok(crate::replay::History::new(
+                self.replay_history,
+                self.replay_history_bytes,
+                own_incarnation,
+            )),
+        }
+    }
+
     /// The configuration from the built-in defaults only.
     pub fn builtin() -> Result<Config, ConfigError> {
         Loader::isolated().load()

@@ -68,20 +68,25 @@ pub enum PublishError {
     Signer(String),
 }
 
-/// The replay service for `name`, bound now if `replay_endpoints` lists one.
+/// The replay service for `name` and its history, set up now (so a taken
+/// port or an unusable store is a start-up error) if `replay_endpoints`
+/// lists one.
 async fn replay_for(
     config: &Config,
     name: &str,
-) -> Result<Option<crate::replay::Server>, PublishError> {
+) -> Result<Option<(crate::replay::Server, History)>, PublishError> {
     let Some(endpoint) = config.replay_endpoints.get(name) else {
         return Ok(None);
     };
+    let history = config.replay_history_for(name, None).map_err(|e| {
+        PublishError::Replay(format!("cannot open the replay history for `{name}`: {e}"))
+    })?;
     let server = crate::replay::Server::bind(endpoint, &config.keepalive)
         .await
         .map_err(|e| {
             PublishError::Replay(format!("cannot start the replay service for `{name}`: {e}"))
         })?;
-    Ok(Some(server))
+    Ok(Some((server, history)))
 }
 
 /// The signer `sign_messages` asks for, loaded before any socket opens so a
@@ -269,7 +274,7 @@ impl Publisher {
         endpoint: Endpoint,
         sink: Sink,
         signer: Option<Arc<Signer>>,
-        replay: Option<crate::replay::Server>,
+        replay: Option<(crate::replay::Server, History)>,
     ) -> Publisher {
         let (commands, receiver) = mpsc::channel(1024);
         let identity = Arc::new(Identity {
@@ -279,12 +284,9 @@ impl Publisher {
             environment: config.environment.clone(),
         });
         let incarnation = uuid::Uuid::new_v4().simple().to_string();
-        let history = replay.map(|server| {
-            let history: SharedHistory = Arc::new(Mutex::new(History::new(
-                config.replay_history,
-                config.replay_history_bytes,
-                Some(incarnation.clone()),
-            )));
+        let history = replay.map(|(server, mut history)| {
+            history.set_own_incarnation(Some(incarnation.clone()));
+            let history: SharedHistory = Arc::new(Mutex::new(history));
             let (stop, stopped) = oneshot::channel::<()>();
             tokio::spawn(server.run(history.clone(), async move {
                 let _ = stopped.await;

@@ -11,7 +11,7 @@
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::envelope::DecodeError;
-use crate::replay::{Entry, History, SharedHistory};
+use crate::replay::{Entry, SharedHistory};
 use crate::transport::{BoundSub, PubSocket};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,11 +106,10 @@ pub async fn run(
         let server = crate::replay::Server::bind(endpoint, &config.keepalive)
             .await
             .map_err(|e| RelayError::Replay(e.to_string()))?;
-        let history: SharedHistory = Arc::new(Mutex::new(History::new(
-            config.replay_history,
-            config.replay_history_bytes,
-            None,
-        )));
+        let history = config
+            .replay_history_for("relay_outbound", None)
+            .map_err(|e| RelayError::Replay(e.to_string()))?;
+        let history: SharedHistory = Arc::new(Mutex::new(history));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(history.clone(), async move {
             let _ = stopped.await;

@@ -236,7 +236,8 @@ impl Entry {
     }
 }
 
-/// Recent messages, bounded by count and bytes (oldest dropped first).
+/// Recent messages, bounded by count and bytes (oldest dropped first),
+/// optionally kept on disk too so they survive a restart.
 #[derive(Debug)]
 pub struct History {
     entries: VecDeque<Entry>,
@@ -245,6 +246,124 @@ pub struct History {
     max_bytes: usize,
     /// Sequence numbers of this incarnation are the default for queries.
     own_incarnation: Option<String>,
+    store: Option<Store>,
+}
+
+/// An append-only file of bodies: each record is the body's length in
+/// decimal, a newline, the body, a newline. A record torn by a crash is cut
+/// off when the file is opened. The file is rewritten with only the kept
+/// entries when it grows past twice the history's limits.
+#[derive(Debug)]
+struct Store {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    records: usize,
+    bytes: usize,
+}
+
+/// Why a replay store cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("replay store {path}: {source}")]
+pub struct StoreError {
+    path: std::path::PathBuf,
+    source: std::io::Error,
+}
+
+fn parse_records(data: &[u8]) -> (Vec<Bytes>, usize) {
+    let mut bodies = Vec::new();
+    let mut offset = 0;
+    loop {
+        let rest = &data[offset..];
+        let Some(newline) = rest.iter().take(21).position(|b| *b == b'\n') else {
+            break;
+        };
+        let Some(length) = std::str::from_utf8(&rest[..newline])
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+        else {
+            break;
+        };
+        let start = newline + 1;
+        let Some(end) = start.checked_add(length) else {
+            break;
+        };
+        if rest.len() < end + 1 || rest[end] != b'\n' {
+            break;
+        }
+        bodies.push(Bytes::copy_from_slice(&rest[start..end]));
+        offset += end + 1;
+    }
+    (bodies, offset)
+}
+
+impl Store {
+    /// Opens (or creates) `path`; returns the bodies it holds.
+    fn open(path: &std::path::Path) -> Result<(Store, Vec<Bytes>), StoreError> {
+        let error = |source| StoreError {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(error)?;
+        }
+        let data = match std::fs::read(path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(error(e)),
+        };
+        let (bodies, good) = parse_records(&data);
+        if good < data.len() {
+            tracing::warn!(path = %path.display(), cut = data.len() - good, "replay store ended in a torn record; cut it off");
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(error)?;
+        file.set_len(good as u64).map_err(error)?;
+        let store = Store {
+            path: path.to_owned(),
+            file,
+            records: bodies.len(),
+            bytes: good,
+        };
+        Ok((store, bodies))
+    }
+
+    fn append(&mut self, body: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut record = Vec::with_capacity(body.len() + 24);
+        record.extend_from_slice(body.len().to_string().as_bytes());
+        record.push(b'\n');
+        record.extend_from_slice(body);
+        record.push(b'\n');
+        // One write per message: the kernel has it even if this process dies.
+        self.file.write_all(&record)?;
+        self.records += 1;
+        self.bytes += record.len();
+        Ok(())
+    }
+
+    fn rewrite(&mut self, entries: &VecDeque<Entry>) -> std::io::Result<()> {
+        use std::io::Write;
+        let temporary = self.path.with_extension("compacting");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&temporary)?);
+        let mut bytes = 0;
+        for entry in entries {
+            let header = format!("{}\n", entry.body.len());
+            out.write_all(header.as_bytes())?;
+            out.write_all(&entry.body)?;
+            out.write_all(b"\n")?;
+            bytes += header.len() + entry.body.len() + 1;
+        }
+        out.flush()?;
+        drop(out);
+        std::fs::rename(&temporary, &self.path)?;
+        self.file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        self.records = entries.len();
+        self.bytes = bytes;
+        Ok(())
+    }
 }
 
 impl History {
@@ -256,11 +375,29 @@ impl History {
             max_count: max_count.max(1),
             max_bytes: max_bytes.max(1),
             own_incarnation,
+            store: None,
         }
     }
 
-    /// Keeps `entry`, dropping the oldest as needed.
-    pub fn push(&mut self, entry: Entry) {
+    /// A history kept in the file `path` as well, starting with what the
+    /// file holds from earlier runs.
+    pub fn persistent(
+        max_count: usize,
+        max_bytes: usize,
+        own_incarnation: Option<String>,
+        path: &std::path::Path,
+    ) -> Result<History, StoreError> {
+        let (store, bodies) = Store::open(path)?;
+        let mut history = History::new(max_count, max_bytes, own_incarnation);
+        for body in bodies {
+            history.keep(Entry::from_body(body));
+        }
+        tracing::info!(path = %path.display(), kept = history.len(), "replay store opened");
+        history.store = Some(store);
+        Ok(history)
+    }
+
+    fn keep(&mut self, entry: Entry) {
         self.bytes += entry.body.len();
         self.entries.push_back(entry);
         while self.entries.len() > self.max_count
@@ -270,6 +407,37 @@ impl History {
                 self.bytes -= old.body.len();
             }
         }
+    }
+
+    /// Keeps `entry`, dropping the oldest as needed (and appends it to the
+    /// store, if any).
+    pub fn push(&mut self, entry: Entry) {
+        if let Some(store) = self.store.as_mut() {
+            if let Err(error) = store.append(&entry.body) {
+                tracing::error!(path = %store.path.display(), %error, "cannot write the replay store; history is kept in memory only");
+                self.store = None;
+            }
+        }
+        self.keep(entry);
+        let compact = self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.records > 2 * self.max_count || s.bytes > 2 * self.max_bytes + 1024);
+        if compact {
+            if let Some(mut store) = self.store.take() {
+                match store.rewrite(&self.entries) {
+                    Ok(()) => self.store = Some(store),
+                    Err(error) => {
+                        tracing::error!(path = %store.path.display(), %error, "cannot compact the replay store; history is kept in memory only")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes `incarnation` the default for sequence-number queries.
+    pub fn set_own_incarnation(&mut self, incarnation: Option<String>) {
+        self.own_incarnation = incarnation;
     }
 
     /// How many messages are kept.
@@ -436,6 +604,44 @@ mod tests {
             small.push(entry("a", i, 0.0));
         }
         assert!(small.len() < 3, "{}", small.len());
+    }
+
+    #[test]
+    fn a_persistent_history_survives_reopening_and_a_torn_record() {
+        let dir = std::env::temp_dir().join(format!("fedmsg-replay-store-{}", std::process::id()));
+        let path = dir.join("svc.replay");
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut history = History::persistent(5, 1 << 20, None, &path).unwrap();
+            for i in 1..=12 {
+                history.push(entry("a", i, i as f64));
+            }
+            assert_eq!(history.len(), 5);
+        }
+        // A crash in the middle of a record.
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"300\n{\"i\":99")
+            .unwrap();
+        let mut history = History::persistent(5, 1 << 20, None, &path).unwrap();
+        let kept: Vec<u64> = history.entries.iter().filter_map(|e| e.i).collect();
+        assert_eq!(kept, [8, 9, 10, 11, 12]);
+        history.push(entry("a", 13, 13.0));
+        let reopened = History::persistent(5, 1 << 20, None, &path).unwrap();
+        let kept: Vec<u64> = reopened.entries.iter().filter_map(|e| e.i).collect();
+        assert_eq!(
+            kept,
+            [9, 10, 11, 12, 13],
+            "the torn record was cut, the new one appended"
+        );
+        assert!(
+            std::fs::metadata(&path).unwrap().len() < 5 * 200,
+            "compacted"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -474,3 +474,90 @@ fn a_relay_killed_mid_stream_loses_nothing() {
     );
     drop(relay);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_replay_store_outlives_the_publisher() {
+    let port = free_port();
+    let replay_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("history").join("{name}.replay");
+    let bus = Bus::new(
+        &format!("replay_store = \"{}\"", store.display()),
+        &format!("\"svc.host\" = \"tcp://127.0.0.1:{port}\"\n[replay_endpoints]\n\"svc.host\" = \"tcp://127.0.0.1:{replay_port}\""),
+    );
+    let config = load(&bus);
+    // A reader consumes the first 5 messages of the first run and stops.
+    let mut subscription = Subscriber::from_config(&config)
+        .topic("org.fedoraproject.dev.svc.old")
+        .subscribe();
+    let first = Publisher::bind(&config, "svc.host").await.unwrap();
+    // Until the reader hears the publisher (probes are part of the sequence).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::timeout(Duration::from_millis(50), subscription.next())
+        .await
+        .is_err()
+    {
+        first
+            .publish("old", "svc", &json!({"n": -1}))
+            .await
+            .unwrap();
+        assert!(tokio::time::Instant::now() < deadline);
+    }
+    while tokio::time::timeout(Duration::from_millis(50), subscription.next())
+        .await
+        .is_ok()
+    {}
+    for n in 0..5 {
+        first.publish("old", "svc", &json!({"n": n})).await.unwrap();
+    }
+    first.flush().await.unwrap();
+    let mut incarnation = String::new();
+    let mut last_i = 0;
+    for n in 0..5 {
+        let r = next(&mut subscription).await;
+        assert_eq!(r.message.msg()["n"], n);
+        incarnation = r.message.incarnation().unwrap().to_owned();
+        last_i = r.message.i().unwrap();
+    }
+    let state = subscription.state();
+    drop(subscription);
+    // The publisher sends 5 more nobody reads, and restarts.
+    for n in 5..10 {
+        first.publish("old", "svc", &json!({"n": n})).await.unwrap();
+    }
+    first.close().await.unwrap();
+    let second = Publisher::bind(&config, "svc.host").await.unwrap();
+    assert!(dir.path().join("history/svc.host.replay").exists());
+    // The new incarnation's replay service still has the old one's messages.
+    let query = fedmsg::replay::Query {
+        seq_range: Some((last_i - 4, last_i + 5)),
+        incarnation: Some(incarnation.clone()),
+        ..Default::default()
+    };
+    let bodies = fedmsg::replay::fetch(&endpoint(replay_port), &query, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(bodies.len(), 10);
+    // A reader resuming from its state gets exactly the 5 it missed.
+    let mut resumed = Subscriber::from_config(&config)
+        .topic("org.fedoraproject.dev.svc")
+        .resume(state)
+        .subscribe();
+    for n in 5..10 {
+        let r = next(&mut resumed).await;
+        assert_eq!((r.message.msg()["n"].as_u64(), r.replayed), (Some(n), true));
+    }
+    second
+        .publish("new", "svc", &json!({"n": 10}))
+        .await
+        .unwrap();
+    let r = loop {
+        // The new incarnation's first messages may come live or from catch-up.
+        let r = next(&mut resumed).await;
+        if r.topic().ends_with(".new") {
+            break r;
+        }
+    };
+    assert_eq!(r.message.msg()["n"], 10);
+    assert_eq!(resumed.stats().lost(), 0);
+}
