@@ -288,10 +288,10 @@ impl Publisher {
             history.set_own_incarnation(Some(incarnation.clone()));
             let history: SharedHistory = Arc::new(Mutex::new(history));
             let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(server.run(history.clone(), async move {
+            let task = tokio::spawn(server.run(history.clone(), async move {
                 let _ = stopped.await;
             }));
-            (history, stop)
+            (history, stop, task)
         });
         tokio::spawn(run(sink, receiver, signer, incarnation, history));
         Publisher { commands, identity }
@@ -372,7 +372,11 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
     signer: Option<Arc<Signer>>,
     incarnation: String,
-    history: Option<(SharedHistory, oneshot::Sender<()>)>,
+    history: Option<(
+        SharedHistory,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 ) {
     let username = envelope::current_username();
     let mut counter: u64 = 0;
@@ -393,7 +397,7 @@ async fn run(
                 out.clear();
                 crate::canonical::write_canonical(&mut out, &Value::Object(body));
                 let body = Bytes::copy_from_slice(out.as_bytes());
-                if let Some((history, _)) = &history {
+                if let Some((history, _, _)) = &history {
                     // Kept before sending, so a subscriber that hears of a
                     // message can always fetch it.
                     if let Ok(mut history) = history.lock() {
@@ -425,6 +429,12 @@ async fn run(
                     error.get_or_insert(PublishError::Transport(e.to_string()));
                 }
                 sink.close().await;
+                // The replay service's address is released too before
+                // close() returns.
+                if let Some((_, stop, task)) = history {
+                    let _ = stop.send(());
+                    let _ = task.await;
+                }
                 let _ = done.send(error.take().map_or(Ok(()), Err));
                 return;
             }
