@@ -547,16 +547,26 @@ async fn a_persistent_replay_store_outlives_the_publisher() {
         let r = next(&mut resumed).await;
         assert_eq!((r.message.msg()["n"].as_u64(), r.replayed), (Some(n), true));
     }
-    second
-        .publish("new", "svc", &json!({"n": 10}))
-        .await
-        .unwrap();
-    let r = loop {
-        // The new incarnation's first messages may come live or from catch-up.
-        let r = next(&mut resumed).await;
-        if r.topic().ends_with(".new") {
-            break r;
+    // The new incarnation, live: keep publishing until the reader has
+    // joined it (a lone message sent before it subscribed would only be
+    // noticed with the next one).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let r = 'found: loop {
+        second
+            .publish("new", "svc", &json!({"n": 10}))
+            .await
+            .unwrap();
+        while let Ok(Some(r)) =
+            tokio::time::timeout(Duration::from_millis(100), resumed.next()).await
+        {
+            if r.topic().ends_with(".new") {
+                break 'found r;
+            }
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resumed reader never heard the new incarnation"
+        );
     };
     assert_eq!(r.message.msg()["n"], 10);
     assert_eq!(resumed.stats().lost(), 0);
