@@ -108,34 +108,54 @@ pub fn write_canonical_object_without(out: &mut String, map: &Map<String, Value>
 /// Writes a JSON string literal with Python's `ensure_ascii` escaping.
 pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (index, ch) in s.char_indices() {
-        let escape: Option<&str> = match ch {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            '\t' => Some("\\t"),
-            '\u{8}' => Some("\\b"),
-            '\u{c}' => Some("\\f"),
-            ' '..='~' => continue,
-            _ => None,
-        };
-        out.push_str(&s[start..index]);
-        start = index + ch.len_utf8();
-        match escape {
-            Some(text) => out.push_str(text),
-            None => {
-                let mut units = [0u16; 2];
-                for unit in ch.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{:04x}", unit);
-                }
-            }
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        // Printable ASCII other than the quote and the backslash is copied
+        // as a run.
+        if (0x20..=0x7e).contains(&byte) && byte != b'"' && byte != b'\\' {
+            index += 1;
+            continue;
         }
+        out.push_str(&s[start..index]);
+        if byte < 0x80 {
+            match byte {
+                b'"' => out.push_str("\\\""),
+                b'\\' => out.push_str("\\\\"),
+                b'\n' => out.push_str("\\n"),
+                b'\r' => out.push_str("\\r"),
+                b'\t' => out.push_str("\\t"),
+                0x08 => out.push_str("\\b"),
+                0x0c => out.push_str("\\f"),
+                other => push_unit(out, u16::from(other)),
+            }
+            index += 1;
+        } else if let Some(ch) = s[index..].chars().next() {
+            // `index` is on a character boundary: only whole characters
+            // are stepped over.
+            let mut units = [0u16; 2];
+            for unit in ch.encode_utf16(&mut units) {
+                push_unit(out, *unit);
+            }
+            index += ch.len_utf8();
+        } else {
+            break;
+        }
+        start = index;
     }
-    // `start` is always on a char boundary of `s`.
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// `\\uXXXX` with lowercase hex, as Python writes it.
+fn push_unit(out: &mut String, unit: u16) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push_str("\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(char::from(HEX[usize::from((unit >> shift) & 0xf)]));
+    }
 }
 
 /// Writes a number with Python's rules: integers verbatim (arbitrary size),

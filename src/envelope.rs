@@ -10,7 +10,7 @@ use crate::canonical;
 use crate::topic::Topic;
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Why a received ZeroMQ message is not a fedmsg message.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -55,6 +55,12 @@ impl DecodeError {
 }
 
 /// A received (or built) fedmsg message. Cheap to clone.
+///
+/// Decoding reads only what readers need for every message (`i`,
+/// `incarnation`, `msg_id`, `timestamp`) in one pass without building the
+/// JSON tree; the whole envelope is parsed the first time it is asked for
+/// ([`Message::body`], [`Message::msg`]). A relay or a reader that only
+/// counts, filters by topic or forwards never pays for it.
 #[derive(Debug, Clone)]
 pub struct Message {
     inner: Arc<Inner>,
@@ -63,8 +69,45 @@ pub struct Message {
 #[derive(Debug)]
 struct Inner {
     topic: String,
-    body: Map<String, Value>,
     raw: Bytes,
+    index: Index,
+    body: OnceLock<Map<String, Value>>,
+}
+
+/// The envelope fields read for every message.
+#[derive(Debug, Default)]
+struct Index {
+    i: Option<u64>,
+    incarnation: Option<Box<str>>,
+    msg_id: Option<Box<str>>,
+    timestamp: Option<f64>,
+}
+
+impl Index {
+    fn of(body: &Map<String, Value>) -> Index {
+        Index {
+            i: body.get("i").and_then(Value::as_u64),
+            incarnation: body
+                .get("incarnation")
+                .and_then(Value::as_str)
+                .map(Into::into),
+            msg_id: body.get("msg_id").and_then(Value::as_str).map(Into::into),
+            timestamp: body.get("timestamp").and_then(Value::as_f64),
+        }
+    }
+}
+
+/// The same fields, borrowed from the body while it is scanned once.
+#[derive(serde::Deserialize)]
+struct RawIndex<'a> {
+    #[serde(default)]
+    i: Option<u64>,
+    #[serde(default, borrow)]
+    incarnation: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    msg_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    timestamp: Option<f64>,
 }
 
 impl Message {
@@ -83,23 +126,42 @@ impl Message {
         if let Err(e) = std::str::from_utf8(body) {
             return Err(DecodeError::BodyUtf8(e.valid_up_to()));
         }
-        let value = canonical::parse(body).map_err(|e| DecodeError::Json(e.to_string()))?;
-        match value {
-            Value::Object(map) => Ok(Message {
+        // Fast path: one scan of a well-formed object; the tree is built
+        // later, if ever. Anything unusual (NaN, duplicate keys, odd types)
+        // takes the full parse, which decides.
+        if let Ok(raw) = serde_json::from_slice::<RawIndex<'_>>(body) {
+            let index = Index {
+                i: raw.i,
+                incarnation: raw.incarnation.map(|c| c.as_ref().into()),
+                msg_id: raw.msg_id.map(|c| c.as_ref().into()),
+                timestamp: raw.timestamp,
+            };
+            return Ok(Message {
                 inner: Arc::new(Inner {
                     topic: topic.to_owned(),
-                    body: map,
                     raw: body.clone(),
+                    index,
+                    body: OnceLock::new(),
                 }),
-            }),
+            });
+        }
+        let value = canonical::parse(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+        match value {
+            Value::Object(map) => Ok(Message::from_parts(topic.to_owned(), map, body.clone())),
             other => Err(DecodeError::NotObject(kind(&other))),
         }
     }
 
     /// Wraps an envelope that was built here; `raw` is its wire form.
     pub(crate) fn from_parts(topic: String, body: Map<String, Value>, raw: Bytes) -> Message {
+        let index = Index::of(&body);
         Message {
-            inner: Arc::new(Inner { topic, body, raw }),
+            inner: Arc::new(Inner {
+                topic,
+                raw,
+                index,
+                body: OnceLock::from(body),
+            }),
         }
     }
 
@@ -120,9 +182,17 @@ impl Message {
         &self.inner.topic
     }
 
-    /// The whole envelope.
+    /// The whole envelope (parsed on first use).
     pub fn body(&self) -> &Map<String, Value> {
-        &self.inner.body
+        self.inner.body.get_or_init(|| match canonical::parse(&self.inner.raw) {
+            Ok(Value::Object(map)) => map,
+            // Only input that passed the fast scan gets here; the scan is
+            // more lenient than the full parse about lone surrogates.
+            _ => {
+                tracing::warn!(topic = %self.inner.topic, "message body could not be parsed in full; treating it as empty");
+                Map::new()
+            }
+        })
     }
 
     /// The body bytes exactly as they were received or sent.
@@ -132,38 +202,40 @@ impl Message {
 
     /// The payload (`msg`), `Null` when absent.
     pub fn msg(&self) -> &Value {
-        self.inner.body.get("msg").unwrap_or(&Value::Null)
+        self.body().get("msg").unwrap_or(&Value::Null)
     }
 
     /// The unique id, `<year>-<uuid4>`.
     pub fn msg_id(&self) -> Option<&str> {
-        self.inner.body.get("msg_id").and_then(Value::as_str)
+        self.inner.index.msg_id.as_deref()
     }
 
     /// The per-publisher sequence number.
     pub fn i(&self) -> Option<u64> {
-        self.inner.body.get("i").and_then(Value::as_u64)
+        self.inner.index.i
     }
 
     /// Seconds since the epoch (an integer from fedmsg, a float from archives).
     pub fn timestamp(&self) -> Option<f64> {
-        self.inner.body.get("timestamp").and_then(Value::as_f64)
+        self.inner.index.timestamp
     }
 
     /// The publisher incarnation (a fresh id each time a publisher starts),
     /// which scopes `i`.
     pub fn incarnation(&self) -> Option<&str> {
-        self.inner.body.get("incarnation").and_then(Value::as_str)
+        self.inner.index.incarnation.as_deref()
     }
 
     /// The publishing process's user.
     pub fn username(&self) -> Option<&str> {
-        self.inner.body.get("username").and_then(Value::as_str)
+        self.body().get("username").and_then(Value::as_str)
     }
 
     /// The envelope in canonical form (sorted keys, ASCII), as fedmsg sends it.
     pub fn to_canonical(&self) -> String {
-        canonical::to_canonical(&Value::Object(self.inner.body.clone()))
+        let mut out = String::with_capacity(self.inner.raw.len() + 32);
+        canonical::write_canonical_object_without(&mut out, self.body(), &[]);
+        out
     }
 }
 
@@ -211,6 +283,43 @@ pub fn build(topic: &Topic, msg: Value, i: u64, username: &str) -> Map<String, V
     body.insert("i".into(), Value::from(i));
     body.insert("username".into(), Value::String(username.to_owned()));
     body
+}
+
+/// Writes the canonical form of an unsigned envelope straight into `out`,
+/// without building it as a map first: the same bytes as `build` (plus
+/// `incarnation`) followed by canonical serialisation, at a fraction of
+/// the allocations. Keys in code-point order: `i`, `incarnation`, `msg`,
+/// `msg_id`, `timestamp`, `topic`, `username`.
+pub fn write_unsigned(
+    out: &mut String,
+    topic: &Topic,
+    msg: &Value,
+    i: u64,
+    incarnation: &str,
+    username: &str,
+) -> i64 {
+    use std::fmt::Write as _;
+    let now = chrono::Utc::now();
+    let timestamp = now.timestamp();
+    let _ = write!(out, "{{\"i\":{i},\"incarnation\":");
+    canonical::write_string(out, incarnation);
+    out.push_str(",\"msg\":");
+    if is_falsy(msg) {
+        out.push_str("{}");
+    } else {
+        canonical::write_canonical(out, msg);
+    }
+    let _ = write!(
+        out,
+        ",\"msg_id\":\"{}-{}\",\"timestamp\":{timestamp},\"topic\":",
+        now.format("%Y"),
+        uuid::Uuid::new_v4()
+    );
+    canonical::write_string(out, topic.as_str());
+    out.push_str(",\"username\":");
+    canonical::write_string(out, username);
+    out.push('}');
+    timestamp
 }
 
 /// The current user's name, as Python's `getpass.getuser()` finds it.
@@ -274,6 +383,29 @@ mod tests {
         for (input, label) in cases {
             let err = Message::decode(&input, 1000).unwrap_err();
             assert_eq!(err.label(), label, "{err}");
+        }
+    }
+
+    #[test]
+    fn direct_writing_equals_building_then_serialising() {
+        let topic: Topic = "org.x.dev.m.t".parse().unwrap();
+        for msg in [
+            serde_json::json!({"b": [1, 2.5, "é"], "a": null}),
+            Value::Null,
+            serde_json::json!(0),
+            serde_json::json!("x"),
+        ] {
+            let mut out = String::new();
+            write_unsigned(&mut out, &topic, &msg, 7, "inc", "me");
+            let written: Map<String, Value> = match canonical::parse(out.as_bytes()).unwrap() {
+                Value::Object(map) => map,
+                other => panic!("{other}"),
+            };
+            let mut built = build(&topic, msg.clone(), 7, "me");
+            built.insert("incarnation".into(), Value::from("inc"));
+            built.insert("msg_id".into(), written["msg_id"].clone());
+            built.insert("timestamp".into(), written["timestamp"].clone());
+            assert_eq!(out, canonical::to_canonical(&Value::Object(built)), "{msg}");
         }
     }
 

@@ -388,14 +388,27 @@ async fn run(
         match command {
             Command::Publish(topic, msg) => {
                 counter += 1;
-                let mut body = envelope::build(&topic, msg, counter, &username);
-                body.insert("incarnation".into(), incarnation_value.clone());
-                let timestamp = body.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
-                if let Some(signer) = &signer {
-                    signer.sign(&mut body);
-                }
                 out.clear();
-                crate::canonical::write_canonical(&mut out, &Value::Object(body));
+                let timestamp = match &signer {
+                    // Signing needs the envelope as a map.
+                    Some(signer) => {
+                        let mut body = envelope::build(&topic, msg, counter, &username);
+                        body.insert("incarnation".into(), incarnation_value.clone());
+                        let timestamp =
+                            body.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
+                        signer.sign(&mut body);
+                        crate::canonical::write_canonical(&mut out, &Value::Object(body));
+                        timestamp
+                    }
+                    None => envelope::write_unsigned(
+                        &mut out,
+                        &topic,
+                        &msg,
+                        counter,
+                        &incarnation,
+                        &username,
+                    ) as f64,
+                };
                 let body = Bytes::copy_from_slice(out.as_bytes());
                 if let Some((history, _, _)) = &history {
                     // Kept before sending, so a subscriber that hears of a
