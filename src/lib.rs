@@ -27,12 +27,13 @@
 //! * [`relay`]: `fedmsg-relay`, active publishers in, subscribers out.
 //! * [`replay`]: kept history and fedmsg's REQ/REP replay protocol.
 //! * [`sequence`]: per-incarnation sequence tracking, gaps and duplicates.
-//! * [`tail`], [`logger`], [`meta`], [`verify`]: the command-line tools' behaviour.
+//! * [`tail`], [`logger`], [`meta`], [`verify`], [`bench`]: the command-line tools' behaviour.
 //! * [`cli`]: flags, logging and exit codes shared by the binaries.
 //! * `transport` (private): the only module that touches the `zeromq` crate.
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod canonical;
 pub mod cli;
 pub mod config;

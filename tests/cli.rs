@@ -510,3 +510,47 @@ fn colour_follows_the_terminal_and_no_color() {
         "{plain:?}"
     );
 }
+
+/// fedmsg-bench's scenarios with tiny counts, so the tool cannot rot (CI
+/// judges that it runs and loses nothing, not its speed).
+#[test]
+fn fedmsg_bench_runs_every_kind_of_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios: [&[&str]; 4] = [
+        &["-n", "300", "--baseline"],
+        &[
+            "-n",
+            "200",
+            "--rate",
+            "2000",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "2",
+        ],
+        &["-n", "100", "--sign", "ed25519"],
+        &["-n", "20", "--sign", "x509"],
+    ];
+    for args in scenarios {
+        let mut command = std::process::Command::new(crate::util::bin("fedmsg-bench"));
+        crate::util::isolate(&mut command, dir.path());
+        let out = command.args(args).arg("--json").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reports: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let ours = reports.last().unwrap();
+        assert_eq!(ours["name"], "fedmsg");
+        assert_eq!(ours["lost"], 0, "{args:?}: {ours}");
+        assert!(ours["msgs_per_sec"].as_f64().unwrap() > 0.0);
+        if args.contains(&"--baseline") {
+            assert_eq!(reports[0]["name"], "raw ZeroMQ");
+            assert!(ours["ratio"].as_f64().unwrap() > 0.0);
+        }
+        if args.contains(&"--rate") {
+            assert!(ours["latency_us"]["p99"].as_f64().unwrap() > 0.0, "{ours}");
+        }
+    }
+}

@@ -23,6 +23,7 @@ pub fn bin(name: &str) -> PathBuf {
         "fedmsg-config" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-config")),
         "fedmsg-verify" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-verify")),
         "fedmsg-certs" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-certs")),
+        "fedmsg-bench" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-bench")),
         other => panic!("unknown binary {other}"),
     }
 }
