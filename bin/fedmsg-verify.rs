@@ -7,6 +7,11 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// glibc's allocator spends a fifth of the hot path handing memory between
+// threads; mimalloc's thread-local heaps do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Check the signatures of archived messages (JSON lines, a JSON array, or a
 /// datagrepper /raw page) and print one verdict per message. Exits 0 only if
 /// every message is valid.
