@@ -43,6 +43,9 @@ struct Args {
     /// Also run bare ZeroMQ with the same frames first, and print ratios to it.
     #[arg(long)]
     baseline: bool,
+    /// Go through a relay (active publishers, as fedmsg-logger) instead of directly.
+    #[arg(long)]
+    relay: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             Sign::Ed25519 => Signing::Ed25519,
             Sign::X509 => Signing::X509,
         },
+        relay: args.relay,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,7 +14,7 @@ use crate::crypto::certs::{Authority, KeyKind};
 use crate::endpoint::Endpoint;
 use crate::publish::Publisher;
 use crate::subscribe::Subscriber;
-use crate::transport::{self, Backoff, PubSocket, SubEvent};
+use crate::transport::{self, Backoff, BoundSub, ConnectedPub, PubSocket, SubEvent};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
@@ -49,6 +49,8 @@ pub struct Scenario {
     pub rate: Option<u64>,
     /// Signing scheme.
     pub signing: Signing,
+    /// Publish through a relay (active publishers) instead of directly.
+    pub relay: bool,
 }
 
 /// What one run measured.
@@ -196,6 +198,21 @@ impl Pace {
     }
 }
 
+/// A bare publisher: bound, or connected to a forwarder.
+enum RawPub {
+    Bound(PubSocket),
+    Connected(ConnectedPub),
+}
+
+impl RawPub {
+    async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), transport::TransportError> {
+        match self {
+            RawPub::Bound(s) => s.send(frames).await,
+            RawPub::Connected(s) => s.send(frames).await,
+        }
+    }
+}
+
 /// Bare ZeroMQ with the same frames: the baseline.
 pub async fn run_raw(scenario: &Scenario) -> Result<Report, BenchError> {
     let keepalive = Keepalive {
@@ -206,14 +223,41 @@ pub async fn run_raw(scenario: &Scenario) -> Result<Report, BenchError> {
     };
     let topic = Bytes::from_static(b"org.fedoraproject.prod.bench.data");
     let cpu = cpu_seconds();
-    let mut sockets = Vec::new();
+    let mut sockets: Vec<RawPub> = Vec::new();
     let mut endpoints = Vec::new();
-    for _ in 0..scenario.publishers {
-        let socket = PubSocket::bind(&free_endpoint().map_err(setup)?, &keepalive)
+    let mut forwarder = None;
+    if scenario.relay {
+        // A bare forwarder: SUB bound for publishers, PUB bound for readers.
+        let inbound = free_endpoint().map_err(setup)?;
+        let mut sub = BoundSub::bind(std::slice::from_ref(&inbound), &keepalive)
             .await
             .map_err(setup)?;
-        endpoints.push(socket.endpoint().clone());
-        sockets.push(socket);
+        let mut out = PubSocket::bind(&free_endpoint().map_err(setup)?, &keepalive)
+            .await
+            .map_err(setup)?;
+        endpoints.push(out.endpoint().clone());
+        forwarder = Some(tokio::spawn(async move {
+            while let Ok(frames) = sub.recv().await {
+                if out.send(frames).await.is_err() {
+                    break;
+                }
+            }
+        }));
+        for _ in 0..scenario.publishers {
+            sockets.push(RawPub::Connected(
+                ConnectedPub::connect(&inbound, Duration::from_secs(5), &keepalive)
+                    .await
+                    .map_err(setup)?,
+            ));
+        }
+    } else {
+        for _ in 0..scenario.publishers {
+            let socket = PubSocket::bind(&free_endpoint().map_err(setup)?, &keepalive)
+                .await
+                .map_err(setup)?;
+            endpoints.push(socket.endpoint().clone());
+            sockets.push(RawPub::Bound(socket));
+        }
     }
     let (events, mut arrivals) = mpsc::channel::<(usize, SubEvent)>(65536);
     let start = Instant::now();
@@ -246,17 +290,22 @@ pub async fn run_raw(scenario: &Scenario) -> Result<Report, BenchError> {
     let mut heard = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while heard.len() < scenario.publishers * scenario.subscribers {
-        for socket in &mut sockets {
+        for (publisher, socket) in sockets.iter_mut().enumerate() {
+            // Probes name their sender: through a forwarder every
+            // publisher arrives on the same endpoint.
+            let probe = Bytes::from(format!("warm{publisher}"));
             socket
-                .send(vec![topic.clone(), Bytes::from_static(b"warm")])
+                .send(vec![topic.clone(), probe])
                 .await
                 .map_err(setup)?;
         }
         while let Ok(Some((subscriber, event))) =
             tokio::time::timeout(Duration::from_millis(20), arrivals.recv()).await
         {
-            if let SubEvent::Frames(index, _) = event {
-                heard.insert((subscriber, index));
+            if let SubEvent::Frames(_, frames) = event {
+                if let Some(sender) = frames.get(1).and_then(|b| b.strip_prefix(b"warm")) {
+                    heard.insert((subscriber, sender.to_vec()));
+                }
             }
         }
         if tokio::time::Instant::now() > deadline {
@@ -325,6 +374,9 @@ pub async fn run_raw(scenario: &Scenario) -> Result<Report, BenchError> {
     }
     let (counts, latencies, elapsed) = receiver.await.map_err(setup)?;
     drop(sockets);
+    if let Some(forwarder) = forwarder {
+        forwarder.abort();
+    }
     Ok(summarise(
         "raw ZeroMQ",
         scenario,
@@ -409,14 +461,53 @@ pub async fn run_fedmsg(scenario: &Scenario) -> Result<Report, BenchError> {
             crl = ca.crl_path().display()
         );
     }
-    let text = format!("{keys}[endpoints]\n{endpoints}[certnames]\n{certnames}");
+    let mut relay_keys = String::new();
+    if scenario.relay {
+        relay_keys = format!(
+            "active = true\nrelay_inbound = \"{}\"\n",
+            free_endpoint().map_err(setup)?
+        );
+        endpoints = format!(
+            "relay_outbound = [\"{}\"]\n",
+            free_endpoint().map_err(setup)?
+        );
+        certnames = certnames.replace("bench0.host", "relay_inbound");
+    }
+    let text = format!("{keys}{relay_keys}[endpoints]\n{endpoints}[certnames]\n{certnames}");
     let path = dir.join("bench.toml");
     std::fs::write(&path, text).map_err(setup)?;
     let config: Config = Loader::isolated().file(Some(path)).load().map_err(setup)?;
     let cpu = cpu_seconds();
+    let mut relay = None;
+    if scenario.relay {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay_config = config.clone();
+        let task = tokio::spawn(async move {
+            let _ = crate::relay::run(
+                &relay_config,
+                async {
+                    let _ = stopped.await;
+                },
+                move |_| {
+                    let _ = ready_tx.send(());
+                },
+            )
+            .await;
+        });
+        ready_rx
+            .await
+            .map_err(|_| BenchError::Setup("the relay did not start".into()))?;
+        relay = Some((stop, task));
+    }
     let mut publishers = Vec::new();
     for name in &names {
-        publishers.push(Publisher::bind(&config, name).await.map_err(setup)?);
+        let publisher = if scenario.relay {
+            Publisher::connect(&config).await
+        } else {
+            Publisher::bind(&config, name).await
+        };
+        publishers.push(publisher.map_err(setup)?);
     }
     let start = Instant::now();
     let expected = scenario.messages * scenario.publishers as u64;
@@ -434,7 +525,7 @@ pub async fn run_fedmsg(scenario: &Scenario) -> Result<Report, BenchError> {
             while heard.len() < publishers_count {
                 match subscription.next().await {
                     Some(r) if r.topic().ends_with(".probe") => {
-                        heard.insert(r.name.clone());
+                        heard.insert(r.message.incarnation().unwrap_or_default().to_owned());
                     }
                     Some(_) => {}
                     None => break,
@@ -532,6 +623,10 @@ pub async fn run_fedmsg(scenario: &Scenario) -> Result<Report, BenchError> {
     }
     for publisher in &publishers {
         let _ = publisher.close().await;
+    }
+    if let Some((stop, task)) = relay {
+        let _ = stop.send(());
+        let _ = task.await;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(summarise(

@@ -516,8 +516,9 @@ fn colour_follows_the_terminal_and_no_color() {
 #[test]
 fn fedmsg_bench_runs_every_kind_of_scenario() {
     let dir = tempfile::tempdir().unwrap();
-    let scenarios: [&[&str]; 4] = [
+    let scenarios: [&[&str]; 5] = [
         &["-n", "300", "--baseline"],
+        &["-n", "200", "--relay", "--baseline"],
         &[
             "-n",
             "200",
