@@ -409,10 +409,10 @@ impl Reader {
                 .any(|p| topic.starts_with(p.as_str()))
     }
 
-    /// Validates `messages`; invalid ones are counted, logged, and kept only
-    /// with `keep_invalid` (they are never sequenced).
-    fn validate(&self, messages: Vec<Message>, endpoint: &str) -> Vec<(Message, Option<Verdict>)> {
-        let verdicts: Vec<Option<Verdict>> = match &self.settings.validator {
+    /// Each message's verdict, all validated in one batch (or none when
+    /// this subscription does not validate).
+    fn verdicts(&self, messages: &[Message]) -> Vec<Option<Verdict>> {
+        match &self.settings.validator {
             Some(validator) => {
                 let refs: Vec<&Message> = messages.iter().collect();
                 validator
@@ -422,7 +422,13 @@ impl Reader {
                     .collect()
             }
             None => vec![None; messages.len()],
-        };
+        }
+    }
+
+    /// Validates `messages`; invalid ones are counted, logged, and kept only
+    /// with `keep_invalid` (they are never sequenced).
+    fn validate(&self, messages: Vec<Message>, endpoint: &str) -> Vec<(Message, Option<Verdict>)> {
+        let verdicts = self.verdicts(&messages);
         let mut kept = Vec::with_capacity(messages.len());
         for (message, verdict) in messages.into_iter().zip(verdicts) {
             if let Some(Verdict::Invalid(reason)) = &verdict {
@@ -503,17 +509,7 @@ impl Reader {
             }
         }
         let (indexes, messages): (Vec<usize>, Vec<Message>) = decoded.into_iter().unzip();
-        let verdicts: Vec<Option<Verdict>> = match &self.settings.validator {
-            Some(validator) => {
-                let refs: Vec<&Message> = messages.iter().collect();
-                validator
-                    .validate_messages(&refs)
-                    .into_iter()
-                    .map(Some)
-                    .collect()
-            }
-            None => vec![None; messages.len()],
-        };
+        let verdicts = self.verdicts(&messages);
         for ((index, message), verdict) in indexes.into_iter().zip(messages).zip(verdicts) {
             if let Some(Verdict::Invalid(reason)) = &verdict {
                 self.stats.count_rejected(reason.label());

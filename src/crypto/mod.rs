@@ -334,18 +334,9 @@ impl Validator {
     /// Validates a received message: its frame topic must match the
     /// envelope's, then the envelope is validated now.
     pub fn validate_message(&self, message: &crate::envelope::Message) -> Verdict {
-        let envelope = message
-            .body()
-            .get("topic")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if envelope != message.topic() {
-            return Verdict::Invalid(Reason::TopicMismatch {
-                frame: message.topic().to_owned(),
-                envelope: envelope.to_owned(),
-            });
-        }
-        self.validate(message.body())
+        self.validate_messages(&[message])
+            .pop()
+            .unwrap_or(Verdict::Invalid(Reason::Unsigned))
     }
 
     /// Validates `body` now.
