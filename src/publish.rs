@@ -9,6 +9,11 @@
 //! * **active**: connect to `relay_inbound` (what `fedmsg-logger` does);
 //!   sends then wait until the relay listens and every message is written.
 //!
+//! There is no task between the handle and the socket: publishing takes a
+//! lock, numbers the message, builds and serialises (and signs) it, and
+//! hands it to the socket, so clones publish in `i` order with one thread
+//! hand-off fewer than a publisher task would need.
+//!
 //! For synchronous programs, [`crate::publish`] is a blocking one-call API
 //! over a process-wide publisher.
 
@@ -23,7 +28,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error, Clone)]
@@ -114,10 +119,99 @@ fn signer_for(config: &Config, name: &str) -> Result<Option<Arc<Signer>>, Publis
     Ok(Some(Arc::new(signer)))
 }
 
-enum Command {
-    Publish(Topic, Value),
-    Flush(oneshot::Sender<Result<(), PublishError>>),
-    Close(oneshot::Sender<Result<(), PublishError>>),
+/// What one publisher owns: the socket and the state that numbers, signs,
+/// keeps and sends each message. Publishing takes the lock, so every clone
+/// of the handle sends in `i` order without a task in between.
+struct State {
+    sink: Option<Sink>,
+    counter: u64,
+    error: Option<PublishError>,
+    out: String,
+    signer: Option<Arc<Signer>>,
+    incarnation: String,
+    shared_incarnation: Arc<str>,
+    incarnation_value: Value,
+    username: String,
+    history: Option<(
+        SharedHistory,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+impl State {
+    async fn publish(&mut self, topic: Topic, msg: Value) -> Result<(), PublishError> {
+        let Some(sink) = self.sink.as_mut() else {
+            return Err(PublishError::Closed);
+        };
+        self.counter += 1;
+        let counter = self.counter;
+        self.out.clear();
+        let timestamp = match &self.signer {
+            // Signing needs the envelope as a map.
+            Some(signer) => {
+                let mut body = envelope::build(&topic, msg, counter, &self.username);
+                body.insert("incarnation".into(), self.incarnation_value.clone());
+                let timestamp = body.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
+                signer.sign(&mut body);
+                crate::canonical::write_canonical(&mut self.out, &Value::Object(body));
+                timestamp
+            }
+            None => envelope::write_unsigned(
+                &mut self.out,
+                &topic,
+                &msg,
+                counter,
+                &self.incarnation,
+                &self.username,
+            ) as f64,
+        };
+        let body = Bytes::copy_from_slice(self.out.as_bytes());
+        if let Some((history, _, _)) = &self.history {
+            // Kept before sending, so a subscriber that hears of a message
+            // can always fetch it.
+            if let Ok(mut history) = history.lock() {
+                history.push(Entry {
+                    incarnation: Some(self.shared_incarnation.clone()),
+                    i: Some(counter),
+                    msg_id: None,
+                    timestamp,
+                    body: body.clone(),
+                });
+            }
+        }
+        let frames = vec![Bytes::copy_from_slice(topic.as_bytes()), body];
+        if let Err(e) = sink.send(frames).await {
+            tracing::warn!(error = %e, "publish failed");
+            self.error
+                .get_or_insert(PublishError::Transport(e.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), PublishError> {
+        let Some(sink) = self.sink.as_mut() else {
+            return Err(PublishError::Closed);
+        };
+        if let Err(e) = sink.flush().await {
+            self.error
+                .get_or_insert(PublishError::Transport(e.to_string()));
+        }
+        self.error.take().map_or(Ok(()), Err)
+    }
+
+    async fn close(&mut self) -> Result<(), PublishError> {
+        let result = self.flush().await;
+        if let Some(sink) = self.sink.take() {
+            sink.close().await;
+        }
+        // The replay service's address is released too before close() returns.
+        if let Some((_, stop, task)) = self.history.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        result
+    }
 }
 
 /// Settings a publisher keeps from the configuration.
@@ -133,7 +227,7 @@ struct Identity {
 /// the same task and socket, and messages from one clone keep their order.
 #[derive(Clone)]
 pub struct Publisher {
-    commands: mpsc::Sender<Command>,
+    state: Arc<tokio::sync::Mutex<State>>,
     identity: Arc<Identity>,
 }
 
@@ -276,7 +370,6 @@ impl Publisher {
         signer: Option<Arc<Signer>>,
         replay: Option<(crate::replay::Server, History)>,
     ) -> Publisher {
-        let (commands, receiver) = mpsc::channel(1024);
         let identity = Arc::new(Identity {
             name: name.to_owned(),
             endpoint,
@@ -293,8 +386,22 @@ impl Publisher {
             }));
             (history, stop, task)
         });
-        tokio::spawn(run(sink, receiver, signer, incarnation, history));
-        Publisher { commands, identity }
+        let state = State {
+            sink: Some(sink),
+            counter: 0,
+            error: None,
+            out: String::with_capacity(512),
+            signer,
+            shared_incarnation: Arc::from(incarnation.as_str()),
+            incarnation_value: Value::String(incarnation.clone()),
+            incarnation,
+            username: envelope::current_username(),
+            history,
+        };
+        Publisher {
+            state: Arc::new(tokio::sync::Mutex::new(state)),
+            identity,
+        }
     }
 
     /// The publisher's name.
@@ -318,7 +425,10 @@ impl Publisher {
     }
 
     /// Publishes `msg` on `<prefix>.<env>.<modname>.<topic>`. Returns once the
-    /// message is queued; use [`Publisher::flush`] to wait for the socket.
+    /// message is numbered, signed if configured, kept for replay, and handed
+    /// to the socket (in active mode: written to the relay connection, or
+    /// queued while the relay is away). Transport errors are reported by
+    /// [`Publisher::flush`].
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         topic: &str,
@@ -328,33 +438,21 @@ impl Publisher {
         let value =
             serde_json::to_value(msg).map_err(|e| PublishError::Serialize(e.to_string()))?;
         let topic = self.topic(topic, modname);
-        self.commands
-            .send(Command::Publish(topic, value))
-            .await
-            .map_err(|_| PublishError::Closed)
+        self.state.lock().await.publish(topic, value).await
     }
 
-    /// Flushes, then closes the socket and releases its address; every
-    /// clone of this handle refuses to publish afterwards.
+    /// Flushes, then closes the socket and releases its address (and the
+    /// replay service's); every clone of this handle refuses to publish
+    /// afterwards.
     pub async fn close(&self) -> Result<(), PublishError> {
-        let (done, wait) = oneshot::channel();
-        self.commands
-            .send(Command::Close(done))
-            .await
-            .map_err(|_| PublishError::Closed)?;
-        wait.await.map_err(|_| PublishError::Closed)?
+        self.state.lock().await.close().await
     }
 
-    /// Waits until every message queued so far has been handed to the
-    /// socket (in active mode: written to the relay connection), and reports
-    /// the first error since the last flush.
+    /// Waits until every message published so far has been handed to the
+    /// socket (in active mode: written to the relay connection, or queued
+    /// messages delivered), and reports the first error since the last flush.
     pub async fn flush(&self) -> Result<(), PublishError> {
-        let (done, wait) = oneshot::channel();
-        self.commands
-            .send(Command::Flush(done))
-            .await
-            .map_err(|_| PublishError::Closed)?;
-        wait.await.map_err(|_| PublishError::Closed)?
+        self.state.lock().await.flush().await
     }
 }
 
@@ -365,95 +463,6 @@ fn reason_of(error: &TransportError) -> String {
         }
         other => other.to_string(),
     }
-}
-
-async fn run(
-    mut sink: Sink,
-    mut commands: mpsc::Receiver<Command>,
-    signer: Option<Arc<Signer>>,
-    incarnation: String,
-    history: Option<(
-        SharedHistory,
-        oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
-) {
-    let username = envelope::current_username();
-    let mut counter: u64 = 0;
-    let mut error: Option<PublishError> = None;
-    let mut out = String::with_capacity(512);
-    let shared_incarnation: Arc<str> = Arc::from(incarnation.as_str());
-    let incarnation_value = Value::String(incarnation.clone());
-    while let Some(command) = commands.recv().await {
-        match command {
-            Command::Publish(topic, msg) => {
-                counter += 1;
-                out.clear();
-                let timestamp = match &signer {
-                    // Signing needs the envelope as a map.
-                    Some(signer) => {
-                        let mut body = envelope::build(&topic, msg, counter, &username);
-                        body.insert("incarnation".into(), incarnation_value.clone());
-                        let timestamp =
-                            body.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
-                        signer.sign(&mut body);
-                        crate::canonical::write_canonical(&mut out, &Value::Object(body));
-                        timestamp
-                    }
-                    None => envelope::write_unsigned(
-                        &mut out,
-                        &topic,
-                        &msg,
-                        counter,
-                        &incarnation,
-                        &username,
-                    ) as f64,
-                };
-                let body = Bytes::copy_from_slice(out.as_bytes());
-                if let Some((history, _, _)) = &history {
-                    // Kept before sending, so a subscriber that hears of a
-                    // message can always fetch it.
-                    if let Ok(mut history) = history.lock() {
-                        history.push(Entry {
-                            incarnation: Some(shared_incarnation.clone()),
-                            i: Some(counter),
-                            msg_id: None,
-                            timestamp,
-                            body: body.clone(),
-                        });
-                    }
-                }
-                let frames = vec![Bytes::copy_from_slice(topic.as_bytes()), body];
-                if let Err(e) = sink.send(frames).await {
-                    tracing::warn!(error = %e, "publish failed");
-                    error.get_or_insert(PublishError::Transport(e.to_string()));
-                }
-            }
-            Command::Flush(done) => {
-                if let Err(e) = sink.flush().await {
-                    error.get_or_insert(PublishError::Transport(e.to_string()));
-                }
-                let _ = done.send(error.take().map_or(Ok(()), Err));
-            }
-            Command::Close(done) => {
-                // No send may succeed once close() has returned.
-                commands.close();
-                if let Err(e) = sink.flush().await {
-                    error.get_or_insert(PublishError::Transport(e.to_string()));
-                }
-                sink.close().await;
-                // The replay service's address is released too before
-                // close() returns.
-                if let Some((_, stop, task)) = history {
-                    let _ = stop.send(());
-                    let _ = task.await;
-                }
-                let _ = done.send(error.take().map_or(Ok(()), Err));
-                return;
-            }
-        }
-    }
-    sink.close().await;
 }
 
 /// A message built exactly as [`Publisher::publish`] would send it, for
