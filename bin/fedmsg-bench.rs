@@ -10,6 +10,13 @@ use fedmsg::bench::{self, Scenario, Signing};
 use fedmsg::cli::{self, ConfigArgs};
 use std::process::ExitCode;
 
+/// `println!` that ends quietly on a closed pipe instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        fedmsg::cli::print(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Sign {
     None,
@@ -99,12 +106,12 @@ fn main() -> ExitCode {
     match result {
         Ok(reports) => {
             if args.json {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&reports).unwrap_or_default()
                 );
             } else {
-                print!("{}", bench::table(&reports));
+                cli::print(&bench::table(&reports));
             }
             ExitCode::from(cli::EXIT_OK)
         }

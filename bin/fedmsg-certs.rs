@@ -6,6 +6,13 @@ use fedmsg::crypto::certs::{Authority, KeyKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `println!` that ends quietly on a closed pipe instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        fedmsg::cli::print(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Key {
     /// Ed25519 (the `ed25519` scheme; fedmsg-rs peers only).
@@ -101,10 +108,10 @@ fn main() -> ExitCode {
             rsa_bits,
             days,
         } => ca.create(&cn, kind(key, rsa_bits), days).map(|()| {
-            println!("created CA {cn:?} in {}", dir.display());
-            println!("# for the configuration of every host:");
-            println!("ca_cert_location = \"{}\"", ca.ca_path().display());
-            println!("crl_location = \"{}\"", ca.crl_path().display());
+            say!("created CA {cn:?} in {}", dir.display());
+            say!("# for the configuration of every host:");
+            say!("ca_cert_location = \"{}\"", ca.ca_path().display());
+            say!("crl_location = \"{}\"", ca.crl_path().display());
         }),
         Command::Issue {
             service,
@@ -117,23 +124,23 @@ fn main() -> ExitCode {
             ca.issue(&name, kind(key, rsa_bits), days)
                 .map(|(crt, key_path)| {
                     let short = host.split('.').next().unwrap_or(&host);
-                    println!("issued {} and {}", crt.display(), key_path.display());
-                    println!("# under [certnames] in the configuration:");
-                    println!("\"{service}.{short}\" = \"{name}\"");
+                    say!("issued {} and {}", crt.display(), key_path.display());
+                    say!("# under [certnames] in the configuration:");
+                    say!("\"{service}.{short}\" = \"{name}\"");
                     if service == "shell" {
-                        println!("# (fedmsg-logger on {short} signs as shell.{short})");
+                        say!("# (fedmsg-logger on {short} signs as shell.{short})");
                     }
                 })
         }
         Command::Revoke { name, crl_days } => ca.revoke(&name, crl_days).map(|serials| {
-            println!(
+            say!(
                 "revoked {name} (serial {}); {} updated",
                 serials.join(", "),
                 ca.crl_path().display()
             );
         }),
         Command::Crl { days } => ca.write_crl(days).map(|()| {
-            println!(
+            say!(
                 "wrote {} (next update in {days} days)",
                 ca.crl_path().display()
             )
@@ -144,9 +151,11 @@ fn main() -> ExitCode {
                     .revoked
                     .map(|t| format!("revoked {t}"))
                     .unwrap_or_else(|| format!("valid until {}", entry.not_after));
-                println!(
+                say!(
                     "{:>4} {:<8} {} ({state})",
-                    entry.serial, entry.key, entry.common_name
+                    entry.serial,
+                    entry.key,
+                    entry.common_name
                 );
             }
         }),

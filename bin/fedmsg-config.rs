@@ -46,13 +46,13 @@ fn main() -> ExitCode {
     };
     if args.check {
         let files: Vec<String> = config.sources.iter().map(ToString::to_string).collect();
-        println!("configuration is valid ({})", files.join(", "));
+        cli::print(&format!("configuration is valid ({})\n", files.join(", ")));
         return ExitCode::from(cli::EXIT_OK);
     }
     if let Some(key) = &args.query {
         return match config.query(key) {
             Some(value) => {
-                print!("{}", fedmsg::config::render_query(value));
+                cli::print(&fedmsg::config::render_query(value));
                 ExitCode::from(cli::EXIT_OK)
             }
             None => {
@@ -65,9 +65,9 @@ fn main() -> ExitCode {
         OutputFormat::Json => fedmsg::config::render_json(&config.merged),
         OutputFormat::Toml => toml::to_string_pretty(&config.merged).unwrap_or_default(),
     };
-    print!("{text}");
+    cli::print(&text);
     if !text.ends_with('\n') {
-        println!();
+        cli::print("\n");
     }
     ExitCode::from(cli::EXIT_OK)
 }

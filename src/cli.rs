@@ -131,6 +131,24 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Writes `text` to standard output. A closed pipe (`| head`) ends the
+/// process quietly with status 0, as it should for a command-line tool;
+/// `println!` would panic instead.
+pub fn print(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(EXIT_OK));
+        }
+        eprintln!("error: cannot write output: {error}");
+        std::process::exit(i32::from(EXIT_FAILURE));
+    }
+}
+
 /// Reports `error` and returns the exit code `code`.
 pub fn fail(program: &str, code: u8, error: impl Into<anyhow::Error>) -> std::process::ExitCode {
     report(program, &error.into());

@@ -178,3 +178,36 @@ fn our_logger_through_python_relay_to_our_tail() {
     let value: serde_json::Value = serde_json::from_str(&tail.expect_line()).unwrap();
     assert_eq!(value["msg"]["log"], "via python relay");
 }
+
+/// scripts/compare.sh (Python fedmsg against us) with tiny counts, so the
+/// comparison cannot rot; speed is not judged here.
+#[test]
+fn the_python_comparison_script_runs() {
+    let Some(venv) = venv() else { return };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compare.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new("bash");
+    crate::util::isolate(&mut command, dir.path());
+    let out = command
+        .arg(script)
+        .args(["300", "1"])
+        .env("PYTHON_FEDMSG_VENV", &venv)
+        .env("FEDMSG_BENCH", crate::util::bin("fedmsg-bench"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| 1 |"))
+        .unwrap_or_else(|| panic!("no result row: {stdout}"));
+    let columns: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert!(
+        columns[3].ends_with("(0)"),
+        "fedmsg-rs lost messages: {row}"
+    );
+}
