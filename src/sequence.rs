@@ -234,9 +234,18 @@ impl State {
 
     /// Records a consumed message.
     pub fn consumed(&mut self, incarnation: &str, i: u64, now: i64) {
-        let position = self.positions.entry(incarnation.to_owned()).or_default();
-        position.i = position.i.max(i);
-        position.seen = now;
+        // Called for every message a reader yields: allocate only for a new
+        // incarnation.
+        match self.positions.get_mut(incarnation) {
+            Some(position) => {
+                position.i = position.i.max(i);
+                position.seen = now;
+            }
+            None => {
+                self.positions
+                    .insert(incarnation.to_owned(), Position { i, seen: now });
+            }
+        }
     }
 
     /// Drops old incarnations so the file stays small.

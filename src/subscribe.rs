@@ -409,6 +409,21 @@ impl Reader {
                 .any(|p| topic.starts_with(p.as_str()))
     }
 
+    /// The address of endpoint `index`, for log lines.
+    fn endpoint_label(&self, index: usize) -> String {
+        self.settings
+            .endpoints
+            .get(index)
+            .map(|(_, e)| e.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Counts and logs a message that failed validation.
+    fn reject(&self, endpoint: &str, message: &Message, reason: &crate::crypto::Reason) {
+        self.stats.count_rejected(reason.label());
+        tracing::warn!(endpoint, topic = message.topic(), msg_id = message.msg_id().unwrap_or(""), reason = %reason, "invalid signature: message dropped");
+    }
+
     /// Each message's verdict, all validated in one batch (or none when
     /// this subscription does not validate).
     fn verdicts(&self, messages: &[Message]) -> Vec<Option<Verdict>> {
@@ -432,8 +447,7 @@ impl Reader {
         let mut kept = Vec::with_capacity(messages.len());
         for (message, verdict) in messages.into_iter().zip(verdicts) {
             if let Some(Verdict::Invalid(reason)) = &verdict {
-                self.stats.count_rejected(reason.label());
-                tracing::warn!(endpoint, topic = message.topic(), msg_id = message.msg_id().unwrap_or(""), reason = %reason, "invalid signature: message dropped");
+                self.reject(endpoint, &message, reason);
                 if !self.settings.keep_invalid {
                     continue;
                 }
@@ -484,12 +498,7 @@ impl Reader {
                         Ok(message) => decoded.push((index, message)),
                         Err(error) => {
                             self.stats.count_invalid(&error);
-                            let endpoint = self
-                                .settings
-                                .endpoints
-                                .get(index)
-                                .map(|(_, e)| e.to_string())
-                                .unwrap_or_default();
+                            let endpoint = self.endpoint_label(index);
                             tracing::warn!(endpoint = %endpoint, reason = error.label(), error = %error, "dropped malformed message");
                         }
                     }
@@ -512,14 +521,7 @@ impl Reader {
         let verdicts = self.verdicts(&messages);
         for ((index, message), verdict) in indexes.into_iter().zip(messages).zip(verdicts) {
             if let Some(Verdict::Invalid(reason)) = &verdict {
-                self.stats.count_rejected(reason.label());
-                let endpoint = self
-                    .settings
-                    .endpoints
-                    .get(index)
-                    .map(|(_, e)| e.to_string())
-                    .unwrap_or_default();
-                tracing::warn!(endpoint = %endpoint, topic = message.topic(), msg_id = message.msg_id().unwrap_or(""), reason = %reason, "invalid signature: message dropped");
+                self.reject(&self.endpoint_label(index), &message, reason);
                 if self.settings.keep_invalid {
                     // Shown, marked, but never sequenced: its numbers cannot be trusted.
                     self.deliver(index, message, verdict, false).await?;

@@ -2,7 +2,7 @@
 //! Fedora messages, and thousands of generated documents run through
 //! `python3 -c 'json.dumps(...)'`.
 
-use crate::util::fixtures;
+use crate::util::{fixtures, Rng};
 use fedmsg::canonical::{parse, to_canonical};
 use serde_json::Value;
 use std::io::Write;
@@ -102,21 +102,6 @@ fn python_relay_spacing_is_undone() {
         );
     }
     assert!(spaced >= 2, "the fixture has relay-spaced bodies");
-}
-
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn gen_number(rng: &mut Rng) -> String {

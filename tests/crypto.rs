@@ -1,7 +1,7 @@
 //! Signatures: fedmsg's validation matrix, its byte-exact signature, the 25
 //! real Fedora messages, and random garbage in every field.
 
-use crate::util::fixtures;
+use crate::util::{fixtures, Rng};
 use fedmsg::crypto::{
     CrlExpiredPolicy, Reason, RoutingPolicy, Scheme, Signer, Validator, ValidatorConfig, Verdict,
 };
@@ -252,17 +252,6 @@ fn mismatched_key_and_missing_files_fail_at_start() {
     assert!(error.to_string().contains("does not match"), "{error}");
     let error = Signer::from_files(&certs("nope.crt"), &certs("nope.key")).unwrap_err();
     assert!(error.to_string().contains("nope.crt"), "{error}");
-}
-
-/// Deterministic random bytes and strings (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! venv `scripts/test.sh` builds): both directions, direct and via relays.
 
 use crate::util::{free_port, python_venv, Bus, Proc, WAIT};
-use fedmsg::{Loader, Publisher};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,32 +48,14 @@ fn python_tail_shows_what_our_publisher_sends() {
     let bus = Bus::new("", &format!("\"rust.host\" = \"tcp://127.0.0.1:{port}\""));
     python_config(&bus, &format!("'rust.host': ['tcp://127.0.0.1:{port}']"));
     let mut python_tail = Proc::spawn(python_command(&venv, &bus, "fedmsg-tail"));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = Loader::isolated()
-        .file(Some(bus.config.clone()))
-        .load()
-        .unwrap();
-    let publisher = runtime
-        .block_on(Publisher::bind(&config, "rust.host"))
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    let line = loop {
-        runtime
-            .block_on(publisher.publish(
-                "greet",
-                "rusty",
-                &json!({"hello": "from rust", "u": "café", "f": 1.5}),
-            ))
-            .unwrap();
-        if let Some(line) = python_tail.stdout_line(Duration::from_millis(100)) {
-            break line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Python fedmsg-tail showed nothing: {}",
-            python_tail.stderr_text()
-        );
-    };
+    let line = crate::util::publish_until_shown(
+        &bus,
+        "rust.host",
+        "greet",
+        &json!({"hello": "from rust", "u": "café", "f": 1.5}),
+        &mut python_tail,
+        |_| true,
+    );
     assert!(
         line.contains("'msg': {'f': 1.5, 'hello': 'from rust', 'u': 'café'}"),
         "{line}"

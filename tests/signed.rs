@@ -2,7 +2,6 @@
 //! validates, and Python fedmsg 1.1.7 agrees in both directions.
 
 use crate::util::{fixtures, free_port, python_venv, Bus, Proc, WAIT};
-use fedmsg::{Loader, Publisher};
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -191,36 +190,15 @@ fn python_fedmsg_accepts_our_x509_signatures() {
         "",
     );
     let mut python_tail = Proc::spawn(python(&venv, &bus, "fedmsg-tail"));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let config = Loader::isolated()
-        .file(Some(bus.config.clone()))
-        .load()
-        .unwrap();
-    let publisher = runtime
-        .block_on(Publisher::bind(&config, "rust.host"))
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    let line = loop {
-        runtime
-            .block_on(publisher.publish(
-                "signed",
-                "rusty",
-                &json!({"hello": "signed", "f": 1.5, "u": "é"}),
-            ))
-            .unwrap();
-        // Python logs its CA loading on stdout too; wait for the message.
-        if let Some(line) = python_tail
-            .stdout_line(Duration::from_millis(100))
-            .filter(|l| l.contains("'hello'"))
-        {
-            break line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Python fedmsg-tail (validating) showed nothing: {}",
-            python_tail.stderr_text()
-        );
-    };
+    // Python logs its CA loading on stdout too; wait for the message.
+    let line = crate::util::publish_until_shown(
+        &bus,
+        "rust.host",
+        "signed",
+        &json!({"hello": "signed", "f": 1.5, "u": "é"}),
+        &mut python_tail,
+        |l| l.contains("'hello'"),
+    );
     assert!(
         line.contains("'crypto': 'x509'") && line.contains("'hello': 'signed'"),
         "{line}"

@@ -299,3 +299,57 @@ pub fn python_venv() -> Option<PathBuf> {
         None
     }
 }
+
+/// A small deterministic generator (xorshift), so random tests reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Publishes `msg` from a publisher bound as `name` in `bus`'s config
+/// until `reader` prints a line accepted by `wanted` (a Python fedmsg-tail
+/// cannot tell us when it is connected); returns that line.
+pub fn publish_until_shown(
+    bus: &Bus,
+    name: &str,
+    topic: &str,
+    msg: &serde_json::Value,
+    reader: &mut Proc,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = fedmsg::Loader::isolated()
+        .file(Some(bus.config.clone()))
+        .load()
+        .unwrap();
+    let publisher = runtime
+        .block_on(fedmsg::Publisher::bind(&config, name))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        runtime
+            .block_on(publisher.publish(topic, "rusty", msg))
+            .unwrap();
+        if let Some(line) = reader
+            .stdout_line(Duration::from_millis(100))
+            .filter(|l| wanted(l))
+        {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reader showed nothing: {}",
+            reader.stderr_text()
+        );
+    }
+}
