@@ -445,6 +445,7 @@ fn for_each_connection(
     let mut found = 0;
     #[cfg(target_os = "linux")]
     {
+        let peers: std::collections::HashSet<&std::net::SocketAddr> = peers.iter().collect();
         use std::os::fd::{BorrowedFd, RawFd};
         let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
             return 0;
@@ -457,11 +458,8 @@ fn for_each_connection(
             else {
                 continue;
             };
-            let is_socket = std::fs::read_link(entry.path())
-                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
-            if !is_socket {
-                continue;
-            }
+            // No readlink to tell sockets apart: asking any descriptor for
+            // its peer is one cheap call (ENOTSOCK for the others).
             // SAFETY: the descriptor was open a moment ago and is only
             // borrowed for these calls; if it was closed and reused since,
             // the peer-address check fails (or, at worst, a socket of this
@@ -484,23 +482,70 @@ fn for_each_connection(
     found
 }
 
+/// Connections waiting for keepalive, and how far the scans have got.
+#[derive(Default)]
+struct Sweep {
+    pending: Vec<(std::net::SocketAddr, Keepalive)>,
+    /// Requests are numbered; every request below `done` has been served.
+    next: u64,
+    done: u64,
+}
+
+static SWEEP: std::sync::Mutex<Sweep> = std::sync::Mutex::new(Sweep {
+    pending: Vec::new(),
+    next: 0,
+    done: 0,
+});
+static SCANNER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Applies `keepalive` to this process's TCP connections to `peers` that do
-/// not have it yet.
+/// not have it yet, and returns once that is done.
+///
+/// A scan reads every descriptor of the process, so one scan serves every
+/// connection that came up meanwhile: a reader of a thousand endpoints
+/// makes a handful of scans, not a thousand.
 fn keepalive_connections(peers: &[std::net::SocketAddr], keepalive: &Keepalive) {
     if !keepalive.enabled || peers.is_empty() {
         return;
     }
-    let params = socket2::TcpKeepalive::new()
-        .with_time(keepalive.idle)
-        .with_interval(keepalive.interval)
-        .with_retries(keepalive.count);
-    for_each_connection(peers, |socket| {
-        if !socket.keepalive().unwrap_or(true) {
-            if let Err(error) = socket.set_tcp_keepalive(&params) {
-                tracing::debug!(%error, "cannot set keepalive");
-            }
+    let ticket = {
+        let Ok(mut sweep) = SWEEP.lock() else { return };
+        sweep
+            .pending
+            .extend(peers.iter().map(|peer| (*peer, keepalive.clone())));
+        sweep.next += 1;
+        sweep.next - 1
+    };
+    let Ok(_scanner) = SCANNER.lock() else { return };
+    let (work, upto) = {
+        let Ok(mut sweep) = SWEEP.lock() else { return };
+        if sweep.done > ticket {
+            return; // A scan that began after this request covered it.
+        }
+        (std::mem::take(&mut sweep.pending), sweep.next)
+    };
+    let wanted: std::collections::HashMap<std::net::SocketAddr, Keepalive> =
+        work.into_iter().collect();
+    let addresses: Vec<std::net::SocketAddr> = wanted.keys().copied().collect();
+    for_each_connection(&addresses, |socket| {
+        if socket.keepalive().unwrap_or(true) {
+            return;
+        }
+        let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+        let Some(keepalive) = peer.and_then(|p| wanted.get(&p)) else {
+            return;
+        };
+        let params = socket2::TcpKeepalive::new()
+            .with_time(keepalive.idle)
+            .with_interval(keepalive.interval)
+            .with_retries(keepalive.count);
+        if let Err(error) = socket.set_tcp_keepalive(&params) {
+            tracing::debug!(%error, "cannot set keepalive");
         }
     });
+    if let Ok(mut sweep) = SWEEP.lock() {
+        sweep.done = sweep.done.max(upto);
+    }
 }
 
 /// The socket addresses of a TCP endpoint (`*` read as 127.0.0.1).
