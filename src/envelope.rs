@@ -205,6 +205,24 @@ impl Message {
         self.body().get("msg").unwrap_or(&Value::Null)
     }
 
+    /// The payload deserialised straight into `T`, in one scan of the raw
+    /// body and without building the JSON tree: the way a consumer with a
+    /// typed view of its messages reads them. Fields `T` does not name are
+    /// skipped; a missing `msg` is `null`.
+    pub fn msg_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Envelope<T> {
+            msg: Option<T>,
+        }
+        if let Some(body) = self.inner.body.get() {
+            return serde_json::from_value(body.get("msg").cloned().unwrap_or(Value::Null));
+        }
+        match serde_json::from_slice::<Envelope<T>>(&self.inner.raw)?.msg {
+            Some(msg) => Ok(msg),
+            None => serde_json::from_value(Value::Null),
+        }
+    }
+
     /// The unique id, `<year>-<uuid4>`.
     pub fn msg_id(&self) -> Option<&str> {
         self.inner.index.msg_id.as_deref()

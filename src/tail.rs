@@ -229,7 +229,7 @@ pub fn render(
     if options.format == Format::Json {
         // Python's relay re-encodes bodies with spaces; re-emitting the
         // canonical form keeps one compact line per message whatever the hop.
-        canonical::write_canonical(out, &Value::Object(message.body().clone()));
+        canonical::write_canonical_object_without(out, message.body(), &[]);
         out.push('\n');
         return;
     }
