@@ -53,6 +53,15 @@ struct Args {
     /// Go through a relay (active publishers, as fedmsg-logger) instead of directly.
     #[arg(long)]
     relay: bool,
+    /// Run the relay and each subscriber as processes of fedmsg-relay and
+    /// `fedmsg-tail --json` (found next to this binary), and report the CPU
+    /// and memory of each process.
+    #[arg(long)]
+    processes: bool,
+    /// Time -n one-shot `echo x | fedmsg-logger` runs through a relay into a
+    /// running fedmsg-tail (implies --relay --processes).
+    #[arg(long, conflicts_with_all = ["rate", "baseline", "sign"])]
+    oneshot: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -81,7 +90,9 @@ fn main() -> ExitCode {
             Sign::Ed25519 => Signing::Ed25519,
             Sign::X509 => Signing::X509,
         },
-        relay: args.relay,
+        relay: args.relay || args.oneshot,
+        processes: args.processes || args.oneshot,
+        oneshot: args.oneshot,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -30,8 +30,12 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return cli::fail("fedmsg-relay", cli::EXIT_FAILURE, e),
     };
+    let quiet = args.config.quiet > 0;
     let result = runtime.block_on(async {
         fedmsg::relay::run(&config, cli::shutdown_signal(), |bound| {
+            if quiet {
+                return;
+            }
             let inbound: Vec<String> = bound.inbound.iter().map(ToString::to_string).collect();
             eprintln!(
                 "fedmsg-relay: ready: inbound {} outbound {}",

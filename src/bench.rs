@@ -13,12 +13,17 @@ use crate::config::{Config, Keepalive, Loader};
 use crate::crypto::certs::{Authority, KeyKind};
 use crate::endpoint::Endpoint;
 use crate::publish::Publisher;
-use crate::subscribe::Subscriber;
+use crate::subscribe::{Subscriber, Subscription};
 use crate::transport::{self, Backoff, BoundSub, ConnectedPub, PubSocket, SubEvent};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
+use std::collections::HashSet;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -51,6 +56,15 @@ pub struct Scenario {
     pub signing: Signing,
     /// Publish through a relay (active publishers) instead of directly.
     pub relay: bool,
+    /// Run the relay and the subscribers as processes of our binaries
+    /// (`fedmsg-relay`, `fedmsg-tail --json`) and report each one's CPU and
+    /// memory; otherwise everything runs in this process, on the library.
+    pub processes: bool,
+    /// Instead of a stream, run `messages` one-shot `fedmsg-logger`
+    /// processes (`echo x | fedmsg-logger`) one after the other, through
+    /// the relay into a running `fedmsg-tail`, and time each from spawn to
+    /// the tail's output. Implies `relay` and `processes`.
+    pub oneshot: bool,
 }
 
 /// What one run measured.
@@ -76,6 +90,24 @@ pub struct Report {
     pub peak_rss_mib: f64,
     /// This run's rate over the baseline's, if one was measured.
     pub ratio: Option<f64>,
+    /// Each process of the run: this one first, then the relay and the
+    /// subscribers when they ran as processes of their own.
+    pub sides: Vec<Side>,
+}
+
+/// What one process of a run used.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    /// `fedmsg-bench` (this process), `fedmsg-relay` or `fedmsg-tail N`.
+    pub name: String,
+    /// CPU seconds (user + system) during the run.
+    pub cpu_seconds: f64,
+    /// Peak resident memory, MiB.
+    pub peak_rss_mib: f64,
+    /// Resident memory when a tenth of the run had passed (after warm-up), MiB.
+    pub rss_tenth_mib: Option<f64>,
+    /// Resident memory at the end of the run, MiB.
+    pub rss_end_mib: Option<f64>,
 }
 
 /// Latency percentiles, microseconds.
@@ -108,43 +140,54 @@ fn latency(mut samples: Vec<u64>) -> Option<Latency> {
     })
 }
 
-/// CPU seconds of this process so far (user + system), from /proc.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may contain spaces).
-    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the whole line (11 and 12 here).
-    (ticks(11) + ticks(12)) / 100.0
+/// CPU and memory of one process, read from `/proc/<pid>` (or `self`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    cpu_seconds: f64,
+    rss_mib: f64,
+    peak_rss_mib: f64,
+}
+
+impl Usage {
+    fn of(pid: &str) -> Usage {
+        let mut usage = Usage::default();
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the command name (which may contain spaces); utime
+            // and stime are fields 14 and 15 of the whole line (11 and 12 here).
+            if let Some((_, rest)) = stat.rsplit_once(')') {
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let ticks = |i: usize| {
+                    fields
+                        .get(i)
+                        .and_then(|f| f.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                usage.cpu_seconds = (ticks(11) + ticks(12)) / 100.0;
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let kib = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                    .map(|kb| kb / 1024.0)
+                    .unwrap_or(0.0)
+            };
+            usage.rss_mib = kib("VmRSS:");
+            usage.peak_rss_mib = kib("VmHWM:");
+        }
+        usage
+    }
 }
 
 /// Peak resident set of this process, MiB (VmHWM).
 pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmHWM:").map(|v| {
-                    v.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<f64>()
-                        .unwrap_or(0.0)
-                })
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    Usage::of("self").peak_rss_mib
+}
+
+fn cpu_seconds() -> f64 {
+    Usage::of("self").cpu_seconds
 }
 
 fn nanos_since(start: Instant) -> u64 {
@@ -410,7 +453,7 @@ fn summarise(
         mb_per_sec: msgs_per_sec * scenario.size as f64 / 1e6,
         lost: received.iter().map(|r| expected.saturating_sub(*r)).sum(),
         duplicates,
-        latency_us: if scenario.rate.is_some() {
+        latency_us: if scenario.rate.is_some() || scenario.oneshot {
             latency(latencies)
         } else {
             None
@@ -418,6 +461,13 @@ fn summarise(
         cpu_seconds: cpu_seconds() - cpu,
         peak_rss_mib: peak_rss_mib(),
         ratio: None,
+        sides: vec![Side {
+            name: "fedmsg-bench".into(),
+            cpu_seconds: cpu_seconds() - cpu,
+            peak_rss_mib: peak_rss_mib(),
+            rss_tenth_mib: None,
+            rss_end_mib: None,
+        }],
     }
 }
 
@@ -425,22 +475,36 @@ fn summarise(
 /// and validation.
 pub async fn run_fedmsg(scenario: &Scenario) -> Result<Report, BenchError> {
     let dir = tempfile_dir()?;
+    let mut children = Children::default();
+    let result = run_fedmsg_in(scenario, &dir, &mut children).await;
+    children.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Writes the run's configuration into `dir` and loads it.
+fn write_config(
+    scenario: &Scenario,
+    dir: &Path,
+    names: &[String],
+) -> Result<(PathBuf, Config), BenchError> {
     let mut endpoints = String::new();
     let mut certnames = String::new();
-    let names: Vec<String> = (0..scenario.publishers)
-        .map(|p| format!("bench{p}.host"))
-        .collect();
-    for name in &names {
-        endpoints.push_str(&format!(
-            "\"{name}\" = \"{}\"\n",
-            free_endpoint().map_err(setup)?
-        ));
+    // The probe listeners stay open until every name has its port, so no
+    // two names get the same one.
+    let mut held = Vec::new();
+    for name in names {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(setup)?;
+        let port = listener.local_addr().map_err(setup)?.port();
+        held.push(listener);
+        endpoints.push_str(&format!("\"{name}\" = \"tcp://127.0.0.1:{port}\"\n"));
     }
+    drop(held);
     let mut keys = String::new();
     if scenario.signing != Signing::None {
-        let ca = Authority::at(&dir);
+        let ca = Authority::at(dir);
         ca.create("bench CA", KeyKind::Ed25519, 2).map_err(setup)?;
-        for name in &names {
+        for name in names {
             let kind = if scenario.signing == Signing::X509 {
                 KeyKind::Rsa(2048)
             } else {
@@ -476,10 +540,38 @@ pub async fn run_fedmsg(scenario: &Scenario) -> Result<Report, BenchError> {
     let text = format!("{keys}{relay_keys}[endpoints]\n{endpoints}[certnames]\n{certnames}");
     let path = dir.join("bench.toml");
     std::fs::write(&path, text).map_err(setup)?;
-    let config: Config = Loader::isolated().file(Some(path)).load().map_err(setup)?;
+    let config = Loader::isolated()
+        .file(Some(path.clone()))
+        .load()
+        .map_err(setup)?;
+    Ok((path, config))
+}
+
+/// What a subscriber measured: messages received, latency samples,
+/// the time from its first message to its last, duplicates dropped.
+type Tally = (u64, Vec<u64>, Duration, u64);
+
+async fn run_fedmsg_in(
+    scenario: &Scenario,
+    dir: &Path,
+    children: &mut Children,
+) -> Result<Report, BenchError> {
+    let names: Vec<String> = (0..scenario.publishers)
+        .map(|p| format!("bench{p}.host"))
+        .collect();
+    let (path, config) = write_config(scenario, dir, &names)?;
     let cpu = cpu_seconds();
     let mut relay = None;
-    if scenario.relay {
+    if scenario.relay && scenario.processes {
+        children.spawn(
+            "fedmsg-relay",
+            std::process::Command::new(sibling("fedmsg-relay")?)
+                .arg("--config")
+                .arg(&path)
+                .arg("-q")
+                .stdout(std::process::Stdio::null()),
+        )?;
+    } else if scenario.relay {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let relay_config = config.clone();
@@ -510,68 +602,67 @@ pub async fn run_fedmsg(scenario: &Scenario) -> Result<Report, BenchError> {
         publishers.push(publisher.map_err(setup)?);
     }
     let start = Instant::now();
-    let expected = scenario.messages * scenario.publishers as u64;
-    let mut receivers = Vec::new();
+    let expected = if scenario.oneshot {
+        scenario.messages
+    } else {
+        scenario.messages * scenario.publishers as u64
+    };
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(scenario.subscribers);
-    for _ in 0..scenario.subscribers {
-        let mut subscription = Subscriber::from_config(&config)
-            .topic("org.fedoraproject.dev.bench")
-            .subscribe();
-        let ready = ready_tx.clone();
-        let publishers_count = scenario.publishers;
-        receivers.push(tokio::spawn(async move {
-            // Warm-up: hear a probe from every publisher.
-            let mut heard = std::collections::HashSet::new();
-            while heard.len() < publishers_count {
-                match subscription.next().await {
-                    Some(r) if r.topic().ends_with(".probe") => {
-                        heard.insert(r.message.incarnation().unwrap_or_default().to_owned());
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-            let _ = ready.send(()).await;
-            let stats = subscription.stats();
-            let mut received = 0u64;
-            let mut latencies = Vec::new();
-            let mut first: Option<Instant> = None;
-            let mut last = Instant::now();
-            while received < expected {
-                match tokio::time::timeout(Duration::from_secs(2), subscription.next()).await {
-                    Ok(Some(r)) if r.topic().ends_with(".data") => {
-                        first.get_or_insert_with(Instant::now);
-                        if let Some(sent) = r
-                            .message
-                            .msg()
-                            .get("sent")
-                            .and_then(serde_json::Value::as_u64)
-                        {
-                            latencies.push(nanos_since(start).saturating_sub(sent));
-                        }
-                        received += 1;
-                        last = Instant::now();
-                    }
-                    Ok(Some(_)) => {}
-                    _ => break,
-                }
-            }
-            (
-                received,
-                latencies,
-                first.map(|f| last.duration_since(f)).unwrap_or_default(),
-                stats.duplicates(),
-            )
-        }));
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Instant>();
+    let progress = Arc::new(AtomicU64::new(0));
+    let heard = Heard::new(scenario.subscribers, scenario.publishers);
+    let mut receivers = Vec::new();
+    for index in 0..scenario.subscribers {
+        if scenario.processes {
+            let tail = children.spawn(
+                &format!("fedmsg-tail {}", index + 1),
+                std::process::Command::new(sibling("fedmsg-tail")?)
+                    .arg("--config")
+                    .arg(&path)
+                    .args(["--json", "-q"])
+                    .stdout(std::process::Stdio::piped()),
+            )?;
+            let stdout = tail.stdout.take().ok_or_else(|| {
+                BenchError::Setup("fedmsg-tail's output could not be read".into())
+            })?;
+            let feed = TailFeed {
+                heard: heard.clone(),
+                subscriber: index,
+                expected: if scenario.oneshot { 0 } else { expected },
+                paced: scenario.rate.is_some(),
+                start,
+                ready: ready_tx.clone(),
+                seen: seen_tx.clone(),
+                progress: progress.clone(),
+            };
+            receivers.push(tokio::task::spawn_blocking(move || feed.read(stdout)));
+        } else {
+            receivers.push(tokio::spawn(subscribe_in_process(
+                Subscriber::from_config(&config)
+                    .topic("org.fedoraproject.dev.bench")
+                    .subscribe(),
+                heard.clone(),
+                index,
+                expected,
+                start,
+                ready_tx.clone(),
+            )));
+        }
     }
     drop(ready_tx);
+    drop(seen_tx);
     // Probe until every subscriber heard every publisher.
     let mut ready = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while ready < scenario.subscribers {
-        for publisher in &publishers {
+        // Only the publishers someone has not heard yet: a thousand of them
+        // probing every round would bury the subscribers.
+        for index in heard.unheard() {
+            let Some(publisher) = publishers.get(index) else {
+                continue;
+            };
             publisher
-                .publish("probe", "bench", &json!({}))
+                .publish("probe", "bench", &json!({ "publisher": index }))
                 .await
                 .map_err(setup)?;
         }
@@ -582,40 +673,63 @@ pub async fn run_fedmsg(scenario: &Scenario) -> Result<Report, BenchError> {
         }
         if tokio::time::Instant::now() > deadline {
             return Err(BenchError::Setup(
-                "subscribers did not hear every publisher within 20 s".into(),
+                "subscribers did not hear every publisher within 30 s".into(),
             ));
         }
     }
-    let payload = "x".repeat(scenario.size);
-    let mut tasks = Vec::new();
-    for publisher in &publishers {
-        let publisher = publisher.clone();
-        let scenario = scenario.clone();
-        let payload = payload.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut pace = Pace::new(scenario.rate, scenario.publishers);
-            for _ in 0..scenario.messages {
-                pace.wait().await;
-                let _ = publisher
-                    .publish(
-                        "data",
-                        "bench",
-                        &json!({"sent": nanos_since(start), "data": payload}),
-                    )
-                    .await;
-            }
-            let _ = publisher.flush().await;
-        }));
+    children.data_started();
+    let mut oneshot = None;
+    let mut sides = Vec::new();
+    if scenario.oneshot {
+        oneshot = Some(run_oneshots(scenario.messages, &path, &mut seen_rx).await?);
+        for publisher in &publishers {
+            let _ = publisher.close().await;
+        }
+        sides = children.finish();
+    } else {
+        let payload = "x".repeat(scenario.size);
+        let mut tasks = Vec::new();
+        for publisher in &publishers {
+            let publisher = publisher.clone();
+            let scenario = scenario.clone();
+            let payload = payload.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut pace = Pace::new(scenario.rate, scenario.publishers);
+                for _ in 0..scenario.messages {
+                    pace.wait().await;
+                    let _ = publisher
+                        .publish(
+                            "data",
+                            "bench",
+                            &json!({"sent": nanos_since(start), "data": payload}),
+                        )
+                        .await;
+                }
+                let _ = publisher.flush().await;
+            }));
+        }
+        for task in tasks {
+            task.await.map_err(setup)?;
+        }
     }
-    for task in tasks {
-        task.await.map_err(setup)?;
-    }
+    // Wait for the subscribers while they make progress; a stalled one
+    // (messages lost) is stopped after two quiet seconds.
     let mut received = Vec::new();
     let mut latencies = Vec::new();
     let mut slowest = Duration::ZERO;
     let mut duplicates = 0;
-    for receiver in receivers {
-        let (count, mut samples, elapsed, dups) = receiver.await.map_err(setup)?;
+    for mut receiver in receivers {
+        let tally = loop {
+            let before = progress.load(Ordering::Relaxed);
+            match tokio::time::timeout(Duration::from_secs(2), &mut receiver).await {
+                Ok(tally) => break tally.map_err(setup)?,
+                Err(_) if progress.load(Ordering::Relaxed) == before => {
+                    sides = children.finish();
+                }
+                Err(_) => {}
+            }
+        };
+        let (count, mut samples, elapsed, dups): Tally = tally;
         received.push(count);
         latencies.append(&mut samples);
         slowest = slowest.max(elapsed);
@@ -624,14 +738,375 @@ pub async fn run_fedmsg(scenario: &Scenario) -> Result<Report, BenchError> {
     for publisher in &publishers {
         let _ = publisher.close().await;
     }
+    if sides.is_empty() {
+        sides = children.finish();
+    }
     if let Some((stop, task)) = relay {
         let _ = stop.send(());
         let _ = task.await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(summarise(
-        "fedmsg", scenario, expected, &received, duplicates, latencies, slowest, cpu,
-    ))
+    let mut report = match oneshot {
+        Some((delivered, latencies, elapsed)) => summarise(
+            "fedmsg",
+            scenario,
+            expected,
+            &[delivered],
+            0,
+            latencies,
+            elapsed,
+            cpu,
+        ),
+        None => summarise(
+            "fedmsg", scenario, expected, &received, duplicates, latencies, slowest, cpu,
+        ),
+    };
+    report.sides.extend(sides);
+    Ok(report)
+}
+
+/// The in-process subscriber: warms up on probes, then counts data.
+async fn subscribe_in_process(
+    mut subscription: Subscription,
+    heard: Arc<Heard>,
+    subscriber: usize,
+    expected: u64,
+    start: Instant,
+    ready: mpsc::Sender<()>,
+) -> Tally {
+    // Warm-up: hear a probe from every publisher.
+    while !heard.all(subscriber) {
+        match subscription.next().await {
+            Some(r) if r.topic().ends_with(".probe") => {
+                if let Ok(Probe { publisher }) = r.message.msg_as::<Probe>() {
+                    heard.insert(subscriber, publisher);
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let _ = ready.send(()).await;
+    let stats = subscription.stats();
+    let mut received = 0u64;
+    let mut latencies = Vec::new();
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    while received < expected {
+        match tokio::time::timeout(Duration::from_secs(2), subscription.next()).await {
+            Ok(Some(r)) if r.topic().ends_with(".data") => {
+                first.get_or_insert_with(Instant::now);
+                // A typed consumer's read: one scan, no JSON tree.
+                if let Ok(BenchMsg { sent }) = r.message.msg_as::<BenchMsg>() {
+                    latencies.push(nanos_since(start).saturating_sub(sent));
+                }
+                received += 1;
+                last = Instant::now();
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    (
+        received,
+        latencies,
+        first.map(|f| last.duration_since(f)).unwrap_or_default(),
+        stats.duplicates(),
+    )
+}
+
+/// Which publishers each subscriber has heard during the warm-up.
+struct Heard {
+    sets: Mutex<Vec<HashSet<usize>>>,
+    publishers: usize,
+}
+
+impl Heard {
+    fn new(subscribers: usize, publishers: usize) -> Arc<Heard> {
+        Arc::new(Heard {
+            sets: Mutex::new(vec![HashSet::new(); subscribers]),
+            publishers,
+        })
+    }
+
+    fn insert(&self, subscriber: usize, publisher: usize) {
+        if let Ok(mut sets) = self.sets.lock() {
+            if let Some(set) = sets.get_mut(subscriber) {
+                set.insert(publisher);
+            }
+        }
+    }
+
+    /// Whether `subscriber` heard every publisher.
+    fn all(&self, subscriber: usize) -> bool {
+        self.sets
+            .lock()
+            .map(|sets| {
+                sets.get(subscriber)
+                    .is_none_or(|s| s.len() >= self.publishers)
+            })
+            .unwrap_or(true)
+    }
+
+    /// The publishers some subscriber has not heard yet.
+    fn unheard(&self) -> Vec<usize> {
+        let Ok(sets) = self.sets.lock() else {
+            return Vec::new();
+        };
+        (0..self.publishers)
+            .filter(|p| sets.iter().any(|set| !set.contains(p)))
+            .collect()
+    }
+}
+
+/// Reads a `fedmsg-tail --json` process's output on a thread of its own:
+/// the probes of the warm-up, the data (counted, and timed when paced)
+/// and one-shot loggers' messages.
+struct TailFeed {
+    heard: Arc<Heard>,
+    subscriber: usize,
+    /// Data messages to wait for; 0 reads until the tail is stopped.
+    expected: u64,
+    paced: bool,
+    start: Instant,
+    ready: mpsc::Sender<()>,
+    seen: mpsc::UnboundedSender<Instant>,
+    progress: Arc<AtomicU64>,
+}
+
+/// A line of `fedmsg-tail --json`, read for its payload only.
+#[derive(serde::Deserialize)]
+struct Line<T> {
+    msg: T,
+}
+
+/// The payload of a warm-up probe.
+#[derive(serde::Deserialize)]
+struct Probe {
+    publisher: usize,
+}
+
+impl TailFeed {
+    fn read(self, stdout: std::process::ChildStdout) -> Tally {
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, stdout);
+        let mut line = Vec::with_capacity(4096);
+        let mut announced = false;
+        let mut received = 0u64;
+        let mut latencies = Vec::new();
+        let mut first: Option<Instant> = None;
+        let mut last = Instant::now();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let Some(topic) = topic_of(&line) else {
+                continue;
+            };
+            if topic.ends_with(b".bench.data") {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                if self.paced {
+                    if let Ok(Line {
+                        msg: BenchMsg { sent },
+                    }) = serde_json::from_slice(&line)
+                    {
+                        latencies.push(nanos_since(self.start).saturating_sub(sent));
+                    }
+                }
+                received += 1;
+                last = now;
+                self.progress.fetch_add(1, Ordering::Relaxed);
+                if self.expected > 0 && received >= self.expected {
+                    break;
+                }
+            } else if topic.ends_with(b".bench.probe") {
+                if let Ok(Line {
+                    msg: Probe { publisher },
+                }) = serde_json::from_slice(&line)
+                {
+                    self.heard.insert(self.subscriber, publisher);
+                }
+                if !announced && self.heard.all(self.subscriber) {
+                    announced = true;
+                    let _ = self.ready.blocking_send(());
+                }
+            } else if topic.ends_with(b".logger.log") {
+                let _ = self.seen.send(Instant::now());
+            }
+        }
+        (
+            received,
+            latencies,
+            first.map(|f| last.duration_since(f)).unwrap_or_default(),
+            0,
+        )
+    }
+}
+
+/// The topic of a canonical JSON line, found from the end (where `topic`
+/// sorts), without parsing the line.
+fn topic_of(line: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"topic\":\"";
+    let at = line.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let rest = &line[at..];
+    let end = rest.iter().position(|b| *b == b'"')?;
+    Some(&rest[..end])
+}
+
+/// Runs `echo x | fedmsg-logger` `runs` times, one after the other, and
+/// times each from spawn to the running tail's output. Returns the number
+/// delivered, their latencies (ns) and the total time.
+async fn run_oneshots(
+    runs: u64,
+    config: &Path,
+    seen: &mut mpsc::UnboundedReceiver<Instant>,
+) -> Result<(u64, Vec<u64>, Duration), BenchError> {
+    use std::io::Write as _;
+    let logger = sibling("fedmsg-logger")?;
+    let mut delivered = 0;
+    let mut latencies = Vec::new();
+    let begin = Instant::now();
+    for _ in 0..runs {
+        // A late arrival of an earlier run must not count for this one.
+        while seen.try_recv().is_ok() {}
+        let spawned = Instant::now();
+        let mut child = std::process::Command::new(&logger)
+            .arg("--config")
+            .arg(config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("cannot run fedmsg-logger: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"x\n");
+        }
+        if let Ok(Some(at)) = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await {
+            delivered += 1;
+            latencies.push(
+                at.duration_since(spawned)
+                    .as_nanos()
+                    .min(u128::from(u64::MAX)) as u64,
+            );
+        }
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+    Ok((delivered, latencies, begin.elapsed()))
+}
+
+/// One of our binaries, next to this one.
+fn sibling(name: &str) -> Result<PathBuf, BenchError> {
+    let exe = std::env::current_exe().map_err(setup)?;
+    let path = exe.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BenchError::Setup(format!(
+            "`{name}` is not next to `{}`: build every binary (`cargo build --release`)",
+            exe.display()
+        )))
+    }
+}
+
+/// Our other binaries run by a benchmark, their memory sampled four times
+/// a second.
+#[derive(Default)]
+struct Children {
+    running: Vec<Running>,
+    data_start: Option<Instant>,
+}
+
+struct Running {
+    name: String,
+    child: std::process::Child,
+    samples: Arc<Mutex<Vec<(Instant, f64)>>>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl Children {
+    fn spawn(
+        &mut self,
+        name: &str,
+        command: &mut std::process::Command,
+    ) -> Result<&mut std::process::Child, BenchError> {
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("cannot run {name}: {e}")))?;
+        let pid = child.id().to_string();
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sampler = tokio::spawn({
+            let samples = samples.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let rss = Usage::of(&pid).rss_mib;
+                    if let Ok(mut samples) = samples.lock() {
+                        samples.push((Instant::now(), rss));
+                    }
+                }
+            }
+        });
+        self.running.push(Running {
+            name: name.to_owned(),
+            child,
+            samples,
+            sampler,
+        });
+        let last = self.running.len() - 1;
+        Ok(&mut self.running[last].child)
+    }
+
+    /// Marks the end of the warm-up.
+    fn data_started(&mut self) {
+        self.data_start = Some(Instant::now());
+    }
+
+    /// Reads each child's usage, then stops it.
+    fn finish(&mut self) -> Vec<Side> {
+        let end = Instant::now();
+        let mut sides = Vec::new();
+        for mut running in self.running.drain(..) {
+            let usage = Usage::of(&running.child.id().to_string());
+            running.sampler.abort();
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+            let samples = running
+                .samples
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default();
+            let tenth = self.data_start.and_then(|start| {
+                let at = start + end.saturating_duration_since(start) / 10;
+                samples.iter().find(|(t, _)| *t >= at).map(|(_, rss)| *rss)
+            });
+            sides.push(Side {
+                name: running.name,
+                cpu_seconds: usage.cpu_seconds,
+                peak_rss_mib: usage.peak_rss_mib,
+                rss_tenth_mib: tenth,
+                rss_end_mib: Some(usage.rss_mib),
+            });
+        }
+        sides
+    }
+
+    fn stop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The part of a benchmark message a consumer reads.
+#[derive(serde::Deserialize)]
+struct BenchMsg {
+    sent: u64,
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
@@ -681,6 +1156,20 @@ pub fn table(reports: &[Report]) -> String {
             r.peak_rss_mib,
             r.ratio.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
         ));
+        if r.sides.len() > 1 {
+            for side in &r.sides {
+                let mib =
+                    |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+                out.push_str(&format!(
+                    "  {:<16} CPU {:>7.2} s   peak RSS {:>7.1} MiB   RSS at 1/10 of the run {:>7} MiB, at the end {:>7} MiB\n",
+                    side.name,
+                    side.cpu_seconds,
+                    side.peak_rss_mib,
+                    mib(side.rss_tenth_mib),
+                    mib(side.rss_end_mib),
+                ));
+            }
+        }
     }
     out
 }

@@ -516,9 +516,13 @@ fn colour_follows_the_terminal_and_no_color() {
 #[test]
 fn fedmsg_bench_runs_every_kind_of_scenario() {
     let dir = tempfile::tempdir().unwrap();
-    let scenarios: [&[&str]; 5] = [
+    let scenarios: [&[&str]; 9] = [
         &["-n", "300", "--baseline"],
         &["-n", "200", "--relay", "--baseline"],
+        &["-n", "200", "--processes"],
+        &["-n", "200", "--processes", "--relay", "--rate", "2000"],
+        &["-n", "1", "--processes", "--publishers", "50"],
+        &["-n", "3", "--oneshot"],
         &[
             "-n",
             "200",
@@ -550,8 +554,26 @@ fn fedmsg_bench_runs_every_kind_of_scenario() {
             assert_eq!(reports[0]["name"], "raw ZeroMQ");
             assert!(ours["ratio"].as_f64().unwrap() > 0.0);
         }
-        if args.contains(&"--rate") {
+        if args.contains(&"--rate") || args.contains(&"--oneshot") {
             assert!(ours["latency_us"]["p99"].as_f64().unwrap() > 0.0, "{ours}");
         }
+        // Each process of the run reports its CPU and memory.
+        let sides: Vec<&str> = ours["sides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|side| {
+                assert!(side["peak_rss_mib"].as_f64().unwrap() > 0.0, "{side}");
+                side["name"].as_str().unwrap()
+            })
+            .collect();
+        let mut wanted = vec!["fedmsg-bench"];
+        if args.contains(&"--processes") || args.contains(&"--oneshot") {
+            if args.contains(&"--relay") || args.contains(&"--oneshot") {
+                wanted.push("fedmsg-relay");
+            }
+            wanted.push("fedmsg-tail 1");
+        }
+        assert_eq!(sides, wanted, "{args:?}");
     }
 }
