@@ -14,6 +14,11 @@
 //! hands it to the socket, so clones publish in `i` order with one thread
 //! hand-off fewer than a publisher task would need.
 //!
+//! RSA (`x509`) signatures take about a millisecond each, so those are made
+//! on worker threads, one per core at most: `publish` returns once the
+//! message is numbered and queued for signing, each message is sent as
+//! soon as it and all before it are signed, and `flush` waits for all.
+//!
 //! For synchronous programs, [`crate::publish`] is a blocking one-call API
 //! over a process-wide publisher.
 
@@ -26,8 +31,9 @@ use crate::topic::Topic;
 use crate::transport::{ConnectedPub, PubSocket, TransportError};
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::Value;
-use std::sync::{Arc, Mutex};
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::oneshot;
 
 /// Why publishing failed.
@@ -137,36 +143,137 @@ struct State {
         oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
+    /// Signing threads used at once (0: sign inline, as for Ed25519).
+    workers: usize,
+    /// Messages being signed, in `i` order.
+    in_flight: VecDeque<InFlight>,
+    /// This state, for workers that finish signing.
+    this: Weak<tokio::sync::Mutex<State>>,
+}
+
+/// A message whose signature is being made.
+struct InFlight {
+    topic: Topic,
+    i: u64,
+    timestamp: f64,
+    signed: oneshot::Receiver<Bytes>,
+}
+
+/// Signs an envelope and writes its canonical form.
+fn sign_and_write(signer: &Signer, mut body: Map<String, Value>) -> Bytes {
+    signer.sign(&mut body);
+    let mut out = String::with_capacity(2048);
+    crate::canonical::write_canonical_object_without(&mut out, &body, &[]);
+    Bytes::from(out)
+}
+
+/// How many signatures are made at once: one per core for RSA, whose
+/// private-key operation takes about a millisecond; Ed25519 signs in
+/// microseconds, less than a hand-off to another thread would cost.
+fn signing_workers(signer: Option<&Signer>) -> usize {
+    match signer.map(Signer::scheme) {
+        Some(crate::crypto::Scheme::X509) => {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }
+        _ => 0,
+    }
 }
 
 impl State {
     async fn publish(&mut self, topic: Topic, msg: Value) -> Result<(), PublishError> {
-        let Some(sink) = self.sink.as_mut() else {
+        if self.sink.is_none() {
             return Err(PublishError::Closed);
-        };
+        }
         self.counter += 1;
         let counter = self.counter;
-        self.out.clear();
-        let timestamp = match &self.signer {
-            // Signing needs the envelope as a map.
-            Some(signer) => {
-                let mut body = envelope::build(&topic, msg, counter, &self.username);
-                body.insert("incarnation".into(), self.incarnation_value.clone());
-                let timestamp = body.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
-                signer.sign(&mut body);
-                crate::canonical::write_canonical(&mut self.out, &Value::Object(body));
-                timestamp
-            }
-            None => envelope::write_unsigned(
+        let Some(signer) = self.signer.clone() else {
+            self.out.clear();
+            let timestamp = envelope::write_unsigned(
                 &mut self.out,
                 &topic,
                 &msg,
                 counter,
                 &self.incarnation,
                 &self.username,
-            ) as f64,
+            ) as f64;
+            let body = Bytes::copy_from_slice(self.out.as_bytes());
+            self.send(&topic, counter, timestamp, body).await;
+            return Ok(());
         };
-        let body = Bytes::copy_from_slice(self.out.as_bytes());
+        // Signing needs the envelope as a map.
+        let mut body = envelope::build(&topic, msg, counter, &self.username);
+        body.insert("incarnation".into(), self.incarnation_value.clone());
+        let timestamp = body.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
+        if self.workers == 0 {
+            let body = sign_and_write(&signer, body);
+            self.send(&topic, counter, timestamp, body).await;
+            return Ok(());
+        }
+        // A slow signature (RSA) is made on a worker thread, several at a
+        // time; messages still leave in `i` order, each as soon as it and
+        // every one before it are signed.
+        let (done, signed) = oneshot::channel();
+        let this = self.this.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = done.send(sign_and_write(&signer, body));
+            if let Some(state) = this.upgrade() {
+                tokio::spawn(async move { state.lock().await.send_signed().await });
+            }
+        });
+        self.in_flight.push_back(InFlight {
+            topic,
+            i: counter,
+            timestamp,
+            signed,
+        });
+        while self.in_flight.len() > 2 * self.workers {
+            self.send_next().await;
+        }
+        self.send_signed().await;
+        Ok(())
+    }
+
+    /// Sends the signed messages at the head of the line.
+    async fn send_signed(&mut self) {
+        while let Some(front) = self.in_flight.front_mut() {
+            match front.signed.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => break,
+                Ok(body) => {
+                    if let Some(front) = self.in_flight.pop_front() {
+                        self.send(&front.topic, front.i, front.timestamp, body)
+                            .await;
+                    }
+                }
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    self.in_flight.pop_front();
+                    self.signing_failed();
+                }
+            }
+        }
+    }
+
+    /// Waits for the first message in line to be signed, and sends it.
+    async fn send_next(&mut self) {
+        let Some(front) = self.in_flight.pop_front() else {
+            return;
+        };
+        match front.signed.await {
+            Ok(body) => {
+                self.send(&front.topic, front.i, front.timestamp, body)
+                    .await
+            }
+            Err(_) => self.signing_failed(),
+        }
+    }
+
+    fn signing_failed(&mut self) {
+        tracing::error!("a signing worker failed; the message was not sent");
+        self.error
+            .get_or_insert(PublishError::Transport("a signing worker failed".into()));
+    }
+
+    /// Keeps the message for replay, then hands it to the socket.
+    async fn send(&mut self, topic: &Topic, counter: u64, timestamp: f64, body: Bytes) {
         if let Some((history, _, _)) = &self.history {
             // Kept before sending, so a subscriber that hears of a message
             // can always fetch it.
@@ -180,16 +287,21 @@ impl State {
                 });
             }
         }
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
         let frames = vec![Bytes::copy_from_slice(topic.as_bytes()), body];
         if let Err(e) = sink.send(frames).await {
             tracing::warn!(error = %e, "publish failed");
             self.error
                 .get_or_insert(PublishError::Transport(e.to_string()));
         }
-        Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), PublishError> {
+        while !self.in_flight.is_empty() {
+            self.send_next().await;
+        }
         let Some(sink) = self.sink.as_mut() else {
             return Err(PublishError::Closed);
         };
@@ -386,22 +498,25 @@ impl Publisher {
             }));
             (history, stop, task)
         });
-        let state = State {
-            sink: Some(sink),
-            counter: 0,
-            error: None,
-            out: String::with_capacity(512),
-            signer,
-            shared_incarnation: Arc::from(incarnation.as_str()),
-            incarnation_value: Value::String(incarnation.clone()),
-            incarnation,
-            username: envelope::current_username(),
-            history,
-        };
-        Publisher {
-            state: Arc::new(tokio::sync::Mutex::new(state)),
-            identity,
-        }
+        let workers = signing_workers(signer.as_deref());
+        let state = Arc::new_cyclic(|this| {
+            tokio::sync::Mutex::new(State {
+                sink: Some(sink),
+                counter: 0,
+                error: None,
+                out: String::with_capacity(512),
+                signer,
+                shared_incarnation: Arc::from(incarnation.as_str()),
+                incarnation_value: Value::String(incarnation.clone()),
+                incarnation,
+                username: envelope::current_username(),
+                history,
+                workers,
+                in_flight: VecDeque::new(),
+                this: this.clone(),
+            })
+        });
+        Publisher { state, identity }
     }
 
     /// The publisher's name.
@@ -427,8 +542,10 @@ impl Publisher {
     /// Publishes `msg` on `<prefix>.<env>.<modname>.<topic>`. Returns once the
     /// message is numbered, signed if configured, kept for replay, and handed
     /// to the socket (in active mode: written to the relay connection, or
-    /// queued while the relay is away). Transport errors are reported by
-    /// [`Publisher::flush`].
+    /// queued while the relay is away). With an RSA key it returns once the
+    /// message is queued for a signing thread; it is sent, in order, as soon
+    /// as it is signed. Transport errors are reported by
+    /// [`Publisher::flush`], which also waits for every signature.
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         topic: &str,

@@ -533,3 +533,78 @@ async fn ipc_endpoints_work_like_tcp() {
         "org.fedoraproject.dev.ipc.over"
     );
 }
+
+/// An RSA publisher signs on several threads, yet its messages leave in
+/// `i` order, all valid, and a lone message goes out without a flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_signing_in_parallel_keeps_order() {
+    let port = free_port();
+    let certs = crate::util::fixtures().join("test-certs");
+    let bus = Bus::new(
+        &format!(
+            "sign_messages = true\nvalidate_signatures = true\nssldir = \"{c}\"\nca_cert_location = \"{c}/ca.crt\"\ncrl_location = \"{c}/crl.pem\"",
+            c = certs.display()
+        ),
+        &format!(
+            "\"svc.host\" = \"tcp://127.0.0.1:{port}\"\n[certnames]\n\"svc.host\" = \"shell-app01.phx2.fedoraproject.org\""
+        ),
+    );
+    let config = load(&bus);
+    let publisher = Publisher::bind(&config, "svc.host").await.unwrap();
+    let mut subscription = Subscriber::from_config(&config)
+        .topic("org.fedoraproject.dev.test")
+        .subscribe();
+    warm_up_on(&publisher, &mut subscription, "test").await;
+    // A lone message, no flush: the worker that signs it sends it.
+    publisher
+        .publish("lone", "test", &json!({"n": 0}))
+        .await
+        .unwrap();
+    let lone = next(&mut subscription).await;
+    assert!(lone.topic().ends_with(".lone"), "{}", lone.topic());
+    assert!(lone.verdict.as_ref().is_some_and(|v| v.is_valid()));
+    let first = lone.message.i().unwrap();
+    for n in 1..=200 {
+        publisher
+            .publish("seq", "test", &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    for n in 1..=200u64 {
+        let received = next(&mut subscription).await;
+        assert_eq!(received.message.i(), Some(first + n));
+        assert_eq!(received.message.msg()["n"], json!(n));
+        assert!(
+            received.verdict.as_ref().is_some_and(|v| v.is_valid()),
+            "{:?}",
+            received.verdict
+        );
+    }
+    let stats = subscription.stats();
+    assert_eq!((stats.gaps(), stats.invalid_total()), (0, 0));
+}
+
+/// [`warm_up`] on a subscription limited to `modname`'s topics.
+async fn warm_up_on(publisher: &Publisher, subscription: &mut Subscription, modname: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        publisher
+            .publish("probe", modname, &json!({}))
+            .await
+            .unwrap();
+        if let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), subscription.next()).await
+        {
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(200), subscription.next()).await
+            {
+            }
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscriber never received a probe"
+        );
+    }
+}
