@@ -6,7 +6,7 @@
 #
 # Needs the Python fedmsg venv (scripts/test.sh builds it in .venv-fedmsg, or
 # set PYTHON_FEDMSG_VENV) and builds fedmsg-bench in release mode (or uses
-# $FEDMSG_BENCH). Figures
+# $BENCH_BINARY). Figures
 # only compare within one run: this machine is noisy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,8 @@ rounds="${2:-3}"
 size=300
 venv="${PYTHON_FEDMSG_VENV:-$PWD/.venv-fedmsg}"
 [ -x "$venv/bin/python" ] || { echo "compare.sh: no Python fedmsg venv at $venv (run scripts/test.sh first)" >&2; exit 2; }
-# FEDMSG_BENCH: an already built fedmsg-bench (the tests pass theirs).
-bench="${FEDMSG_BENCH:-}"
+# BENCH_BINARY: an already built fedmsg-bench (the tests pass theirs).
+bench="${BENCH_BINARY:-}"
 if [ -z "$bench" ]; then
   cargo build -q --release --bin fedmsg-bench
   bench="$PWD/target/release/fedmsg-bench"

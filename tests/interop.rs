@@ -160,20 +160,23 @@ fn our_logger_through_python_relay_to_our_tail() {
     assert_eq!(value["msg"]["log"], "via python relay");
 }
 
-/// scripts/compare.sh (Python fedmsg against us) with tiny counts, so the
-/// comparison cannot rot; speed is not judged here.
+/// scripts/bench-all.sh with tiny counts: every scenario of the benchmark
+/// table, the comparison with Python fedmsg (scripts/compare.sh) and the
+/// chart, so none of them can rot; speed is not judged here.
 #[test]
-fn the_python_comparison_script_runs() {
+fn the_benchmark_scripts_run() {
     let Some(venv) = venv() else { return };
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compare.sh");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-all.sh");
     let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
     let mut command = Command::new("bash");
     crate::util::isolate(&mut command, dir.path());
     let out = command
         .arg(script)
-        .args(["300", "1"])
+        .args(["--quick", "--soak"])
+        .arg(&results)
         .env("PYTHON_FEDMSG_VENV", &venv)
-        .env("FEDMSG_BENCH", crate::util::bin("fedmsg-bench"))
+        .env("BENCH_BINARY", crate::util::bin("fedmsg-bench"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -182,13 +185,30 @@ fn the_python_comparison_script_runs() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let row = stdout
+    // One row per scenario, none losing a message.
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario"))
+        .collect();
+    assert_eq!(rows.len(), 11, "{stdout}");
+    for row in rows {
+        let columns: Vec<&str> = row.split(" | ").map(str::trim).collect();
+        assert_eq!(columns[5], "0", "lost messages: {row}");
+    }
+    // Python against us, one round.
+    let python = std::fs::read_to_string(results.join("python.md")).unwrap();
+    let row = python
         .lines()
         .find(|l| l.starts_with("| 1 |"))
-        .unwrap_or_else(|| panic!("no result row: {stdout}"));
+        .unwrap_or_else(|| panic!("no result row: {python}"));
     let columns: Vec<&str> = row.split('|').map(str::trim).collect();
     assert!(
         columns[3].ends_with("(0)"),
         "fedmsg-rs lost messages: {row}"
+    );
+    let chart = std::fs::read_to_string(results.join("benchmarks.svg")).unwrap();
+    assert!(
+        chart.starts_with("<svg") && chart.contains("Python fedmsg"),
+        "{chart}"
     );
 }
