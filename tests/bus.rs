@@ -25,27 +25,7 @@ async fn next(subscription: &mut Subscription) -> Received {
 /// Publishes probes until the subscriber sees one, so the publisher has the
 /// subscription before the test's real messages (no fixed sleep).
 async fn warm_up(publisher: &Publisher, subscription: &mut Subscription) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        publisher
-            .publish("probe", "warmup", &json!({}))
-            .await
-            .unwrap();
-        if let Ok(Some(received)) =
-            tokio::time::timeout(Duration::from_millis(50), subscription.next()).await
-        {
-            assert!(received.topic().ends_with("warmup.probe"));
-            while let Ok(Some(_)) =
-                tokio::time::timeout(Duration::from_millis(50), subscription.next()).await
-            {
-            }
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "subscriber never received a probe"
-        );
-    }
+    warm_up_on(publisher, subscription, "warmup").await;
 }
 
 fn endpoint(port: u16) -> Endpoint {
@@ -585,7 +565,8 @@ async fn rsa_signing_in_parallel_keeps_order() {
     assert_eq!((stats.gaps(), stats.invalid_total()), (0, 0));
 }
 
-/// [`warm_up`] on a subscription limited to `modname`'s topics.
+/// [`warm_up`] with probes from `modname` (for a subscription limited to
+/// its topics). The waits are generous enough for signed probes.
 async fn warm_up_on(publisher: &Publisher, subscription: &mut Subscription, modname: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -593,9 +574,10 @@ async fn warm_up_on(publisher: &Publisher, subscription: &mut Subscription, modn
             .publish("probe", modname, &json!({}))
             .await
             .unwrap();
-        if let Ok(Some(_)) =
+        if let Ok(Some(received)) =
             tokio::time::timeout(Duration::from_millis(200), subscription.next()).await
         {
+            assert!(received.topic().ends_with(&format!("{modname}.probe")));
             while let Ok(Some(_)) =
                 tokio::time::timeout(Duration::from_millis(200), subscription.next()).await
             {
