@@ -388,6 +388,30 @@ mod tests {
     }
 
     #[test]
+    fn msg_as_reads_a_typed_payload_before_and_after_the_tree_is_built() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Payload {
+            a: u64,
+        }
+        let m = Message::decode(
+            &frames(&[
+                b"t.a",
+                br#"{"i":3,"msg":{"a":1,"b":"skipped"},"topic":"t.a"}"#,
+            ]),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(m.msg_as::<Payload>().unwrap(), Payload { a: 1 });
+        let _ = m.body();
+        assert_eq!(m.msg_as::<Payload>().unwrap(), Payload { a: 1 });
+        // A wrong shape is an error; a missing msg is null.
+        let bad = Message::decode(&frames(&[b"t", br#"{"msg":{"a":"x"}}"#]), 1000).unwrap();
+        assert!(bad.msg_as::<Payload>().is_err());
+        let none = Message::decode(&frames(&[b"t", br#"{"i":1}"#]), 1000).unwrap();
+        assert_eq!(none.msg_as::<Option<Payload>>().unwrap(), None);
+    }
+
+    #[test]
     fn refuses_each_kind_of_bad_input() {
         let cases: Vec<(Vec<Bytes>, &str)> = vec![
             (frames(&[b"only"]), "frame_count"),
