@@ -112,7 +112,19 @@ pub fn write_string(out: &mut String, s: &str) {
     let mut start = 0;
     let mut index = 0;
     while index < bytes.len() {
-        let byte = bytes[index];
+        // Eight bytes at a time while none needs escaping.
+        while let Some(chunk) = bytes.get(index..index + 8) {
+            let word = u64::from_le_bytes([
+                chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+            ]);
+            if needs_escape(word) {
+                break;
+            }
+            index += 8;
+        }
+        let Some(&byte) = bytes.get(index) else {
+            break;
+        };
         // Printable ASCII other than the quote and the backslash is copied
         // as a run.
         if (0x20..=0x7e).contains(&byte) && byte != b'"' && byte != b'\\' {
@@ -150,6 +162,20 @@ pub fn write_string(out: &mut String, s: &str) {
 }
 
 /// `\\uXXXX` with lowercase hex, as Python writes it.
+/// Whether any of the eight bytes in `word` is a control character, the
+/// quote, the backslash, DEL or non-ASCII (the classic "has zero byte" test,
+/// applied to each condition).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+    let del = has_zero(word ^ (ONES * 0x7f));
+    (below_space | quote | backslash | del | (word & HIGHS)) != 0
+}
+
 fn push_unit(out: &mut String, unit: u16) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push_str("\\u");
@@ -531,6 +557,48 @@ mod tests {
 
     fn canon(text: &str) -> String {
         to_canonical(&parse(text.as_bytes()).expect("valid test JSON"))
+    }
+
+    /// Python's `ensure_ascii` escaping, one character at a time.
+    fn escaped_slowly(s: &str) -> String {
+        let mut out = String::from("\"");
+        for ch in s.chars() {
+            match ch {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                ' '..='~' => out.push(ch),
+                _ => {
+                    let mut units = [0u16; 2];
+                    for unit in ch.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn strings_escape_every_special_character_at_every_offset() {
+        let specials = [
+            '"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', 'é', '€', '😀', ' ', '~',
+        ];
+        for special in specials {
+            for at in 0..20 {
+                let mut text = "a".repeat(at);
+                text.push(special);
+                text.push_str(&"b".repeat(19 - at));
+                let mut out = String::new();
+                write_string(&mut out, &text);
+                assert_eq!(out, escaped_slowly(&text), "{text:?}");
+            }
+        }
     }
 
     #[test]

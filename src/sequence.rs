@@ -9,6 +9,7 @@
 //! without an incarnation (Python fedmsg's) are deduplicated only.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 /// What to do with a message, given what was delivered before.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,33 +34,58 @@ pub enum Step {
     },
 }
 
-/// Bounded memory of `msg_id`s, kept as 64-bit digests (no allocation per
+/// Bounded memory of the `msg_id`s of unnumbered messages (numbered ones
+/// are told apart by `i`), kept as 64-bit digests (no allocation per
 /// message; a false duplicate needs a collision among the last `capacity`
 /// ids, about 1 in 10^9 for 100,000 of them).
 #[derive(Debug)]
 struct Seen {
     order: VecDeque<u64>,
-    ids: HashSet<u64>,
+    ids: HashSet<u64, BuildHasherDefault<DigestHasher>>,
     capacity: usize,
+    /// A per-process secret mixed into every digest, so that nobody on the
+    /// bus can choose ids that pile into one bucket of `ids`.
+    key: u64,
 }
 
-/// FNV-1a: fast on short ids, and stable within the process.
-fn digest(id: &str) -> u64 {
-    let mut fnv: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a, keyed, with a final mix: fast on short ids.
+fn digest(id: &str, key: u64) -> u64 {
+    let mut fnv: u64 = 0xcbf2_9ce4_8422_2325 ^ key;
     for byte in id.as_bytes() {
         fnv ^= u64::from(*byte);
         fnv = fnv.wrapping_mul(0x0100_0000_01b3);
     }
-    fnv
+    let mixed = (fnv ^ key.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    mixed ^ (mixed >> 29)
+}
+
+/// The digests are already mixed: hashing them again is wasted work.
+#[derive(Debug, Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 impl Seen {
     fn contains(&self, id: &str) -> bool {
-        self.ids.contains(&digest(id))
+        self.ids.contains(&digest(id, self.key))
     }
 
     fn insert(&mut self, id: &str) {
-        let id = digest(id);
+        let id = digest(id, self.key);
         if self.ids.insert(id) {
             self.order.push_back(id);
             while self.order.len() > self.capacity {
@@ -86,8 +112,9 @@ impl Tracker {
             last: HashMap::new(),
             seen: Seen {
                 order: VecDeque::new(),
-                ids: HashSet::new(),
+                ids: HashSet::default(),
                 capacity: window.max(1),
+                key: RandomState::new().build_hasher().finish(),
             },
             max_incarnations: 100_000,
         }
@@ -95,11 +122,12 @@ impl Tracker {
 
     /// Where a message with these fields stands. Does not record it.
     pub fn check(&self, incarnation: Option<&str>, i: Option<u64>, msg_id: Option<&str>) -> Step {
-        if msg_id.is_some_and(|id| self.seen.contains(id)) {
-            return Step::Duplicate;
-        }
         let (Some(incarnation), Some(i)) = (incarnation, i) else {
-            return Step::Deliver;
+            // Unnumbered (Python fedmsg's): only its id tells a duplicate.
+            return match msg_id {
+                Some(id) if self.seen.contains(id) => Step::Duplicate,
+                _ => Step::Deliver,
+            };
         };
         match self.last.get(incarnation) {
             Some(&last) if i <= last => Step::Duplicate,
@@ -115,10 +143,13 @@ impl Tracker {
 
     /// Records a delivered message.
     pub fn record(&mut self, incarnation: Option<&str>, i: Option<u64>, msg_id: Option<&str>) {
-        if let Some(id) = msg_id {
-            self.seen.insert(id);
-        }
-        if let (Some(incarnation), Some(i)) = (incarnation, i) {
+        let (Some(incarnation), Some(i)) = (incarnation, i) else {
+            if let Some(id) = msg_id {
+                self.seen.insert(id);
+            }
+            return;
+        };
+        {
             if self.last.len() >= self.max_incarnations && !self.last.contains_key(incarnation) {
                 // Publishers come and go (every one-shot logger is one);
                 // forget all rather than grow without bound.
@@ -284,12 +315,20 @@ mod tests {
             "a restart is a new incarnation, not a gap"
         );
         assert_eq!(step("c", 7, "o7"), Step::Joined { last: 6 });
+        // Unnumbered messages (Python fedmsg's) are told apart by id alone.
+        assert_eq!(t.check(None, None, Some("zz")), Step::Deliver);
+        t.record(None, None, Some("zz"));
         assert_eq!(
-            t.check(None, None, Some("m1")),
+            t.check(None, None, Some("zz")),
             Step::Duplicate,
             "msg_id window"
         );
-        assert_eq!(t.check(None, None, Some("zz")), Step::Deliver);
+        assert_eq!(
+            t.check(None, None, Some("m1")),
+            Step::Deliver,
+            "numbered ids are not kept"
+        );
+        assert_eq!(t.check(None, None, None), Step::Deliver);
     }
 
     #[test]
