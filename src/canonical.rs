@@ -13,6 +13,9 @@
 //!   sorted by code point, no whitespace, every non-ASCII character escaped as
 //!   lowercase `\uXXXX` (surrogate pairs above the BMP), floats in Python's
 //!   `repr` form (`1e-07`, `1e+16`, `1.0`), integers exactly as parsed.
+//! * [`write_serialize`] writes the same canonical form straight from any
+//!   `Serialize` value, without building a `serde_json::Value` (the
+//!   publisher's hot path).
 //! * [`to_pretty`] is Python's `json.dumps(obj, indent=2)` (display only),
 //!   optionally coloured for a terminal.
 //!
@@ -23,6 +26,10 @@
 
 use serde_json::{Map, Number, Value};
 use std::fmt::Write as _;
+
+mod serializer;
+
+pub use serializer::{write_serialize, Unsupported};
 
 /// Why a body is not JSON as Python would read it.
 #[derive(Debug, thiserror::Error)]
@@ -599,6 +606,100 @@ mod tests {
                 assert_eq!(out, escaped_slowly(&text), "{text:?}");
             }
         }
+    }
+
+    /// `write_serialize` must write what `to_value` then `write_canonical`
+    /// writes.
+    fn same_as_through_value<T: serde::Serialize>(value: &T) {
+        let expected = to_canonical(&serde_json::to_value(value).unwrap());
+        let mut out = String::from("prefix");
+        write_serialize(&mut out, value).unwrap();
+        assert_eq!(&out["prefix".len()..], expected);
+    }
+
+    #[test]
+    fn serializing_directly_equals_going_through_a_value() {
+        use std::collections::{BTreeMap, HashMap};
+        #[derive(serde::Serialize)]
+        enum Kind {
+            Unit,
+            Newtype(u8),
+            Tuple(i32, String),
+            Struct { zebra: bool, apple: Option<f64> },
+        }
+        #[derive(serde::Serialize)]
+        struct Inner {
+            z: Vec<Kind>,
+            a: (char, f32, f64),
+            m: BTreeMap<i64, &'static str>,
+        }
+        #[derive(serde::Serialize)]
+        struct Outer {
+            zulu: Inner,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            missing: Option<u8>,
+            alpha: HashMap<String, u128>,
+            mid: Vec<u8>,
+            #[serde(flatten)]
+            extra: BTreeMap<String, i128>,
+            unit: (),
+        }
+        let outer = Outer {
+            zulu: Inner {
+                z: vec![
+                    Kind::Unit,
+                    Kind::Newtype(7),
+                    Kind::Tuple(-3, "é\"\\".into()),
+                    Kind::Struct {
+                        zebra: false,
+                        apple: Some(1e16),
+                    },
+                    Kind::Struct {
+                        zebra: true,
+                        apple: None,
+                    },
+                ],
+                a: ('😀', 0.1, f64::NAN),
+                m: [(-5, "x"), (10, "y"), (2, "z")].into_iter().collect(),
+            },
+            missing: None,
+            alpha: (0..50u128)
+                .map(|n| (format!("k{n}€"), n * u128::from(u64::MAX)))
+                .collect(),
+            mid: vec![0, 255],
+            extra: [("aa".to_owned(), i128::MIN), ("zz".to_owned(), -0)]
+                .into_iter()
+                .collect(),
+            unit: (),
+        };
+        same_as_through_value(&outer);
+        for text in [
+            r#"{"b":[1,2.5,"é",{"y":1e-7,"x":-0.0}],"a":null,"big":123456789012345678901234567890}"#,
+            r#"[{}, [], "", 0, 0.0, -0, 1E400, 5e-324, true]"#,
+            r#"{"ß":1,"a":2,"Z":3,"😀":4,"\u0000":5}"#,
+        ] {
+            same_as_through_value(&parse(text.as_bytes()).unwrap());
+        }
+        // Keys given twice (a flattened map repeating a field): the last
+        // one stays, as in a `Value` map.
+        #[derive(serde::Serialize)]
+        struct Twice {
+            b: u8,
+            #[serde(flatten)]
+            more: BTreeMap<&'static str, u8>,
+        }
+        same_as_through_value(&Twice {
+            b: 1,
+            more: [("b", 2), ("a", 3)].into_iter().collect(),
+        });
+    }
+
+    #[test]
+    fn keys_to_value_handles_differently_are_refused_and_leave_nothing() {
+        let map: std::collections::BTreeMap<bool, u8> = [(true, 1)].into_iter().collect();
+        let mut out = String::from("kept");
+        assert!(write_serialize(&mut out, &vec![map]).is_err());
+        assert_eq!(out, "kept");
     }
 
     #[test]

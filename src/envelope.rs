@@ -268,6 +268,14 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// Python truthiness, used for fedmsg's `msg or dict()`.
+/// [`is_falsy`] for a value already in canonical form.
+fn is_falsy_text(canonical: &str) -> bool {
+    matches!(
+        canonical,
+        "null" | "false" | "0" | "0.0" | "-0.0" | "\"\"" | "[]" | "{}"
+    )
+}
+
 fn is_falsy(value: &Value) -> bool {
     match value {
         Value::Null => true,
@@ -306,11 +314,12 @@ pub fn build(topic: &Topic, msg: Value, i: u64, username: &str) -> Map<String, V
 /// without building it as a map first: the same bytes as `build` (plus
 /// `incarnation`) followed by canonical serialisation, at a fraction of
 /// the allocations. Keys in code-point order: `i`, `incarnation`, `msg`,
-/// `msg_id`, `timestamp`, `topic`, `username`.
+/// `msg_id`, `timestamp`, `topic`, `username`. `msg` is given in canonical
+/// form already (a falsy one becomes `{}`, as in fedmsg).
 pub fn write_unsigned(
     out: &mut String,
     topic: &Topic,
-    msg: &Value,
+    msg: &str,
     i: u64,
     incarnation: &str,
     username: &str,
@@ -325,11 +334,7 @@ pub fn write_unsigned(
     out.push_str(",\"incarnation\":");
     canonical::write_string(out, incarnation);
     out.push_str(",\"msg\":");
-    if is_falsy(msg) {
-        out.push_str("{}");
-    } else {
-        canonical::write_canonical(out, msg);
-    }
+    out.push_str(if is_falsy_text(msg) { "{}" } else { msg });
     out.push_str(",\"msg_id\":\"");
     push_integer(out, now.year() < 0, u64::from(now.year().unsigned_abs()));
     out.push('-');
@@ -464,7 +469,14 @@ mod tests {
             serde_json::json!("x"),
         ] {
             let mut out = String::new();
-            write_unsigned(&mut out, &topic, &msg, 7, "inc", "me");
+            write_unsigned(
+                &mut out,
+                &topic,
+                &canonical::to_canonical(&msg),
+                7,
+                "inc",
+                "me",
+            );
             let written: Map<String, Value> = match canonical::parse(out.as_bytes()).unwrap() {
                 Value::Object(map) => map,
                 other => panic!("{other}"),

@@ -22,6 +22,7 @@
 //! For synchronous programs, [`crate::publish`] is a blocking one-call API
 //! over a process-wide publisher.
 
+use crate::canonical;
 use crate::config::Config;
 use crate::crypto::{certname_for, Signer};
 use crate::endpoint::Endpoint;
@@ -179,19 +180,38 @@ fn signing_workers(signer: Option<&Signer>) -> usize {
     }
 }
 
+/// A message to publish: already canonical JSON (the unsigned path), or a
+/// tree (to be signed, or a value the direct writer does not take).
+enum Payload {
+    Canonical(String),
+    Tree(Value),
+}
+
+fn to_value<T: Serialize + ?Sized>(msg: &T) -> Result<Value, PublishError> {
+    serde_json::to_value(msg).map_err(|e| PublishError::Serialize(e.to_string()))
+}
+
 impl State {
-    async fn publish(&mut self, topic: Topic, msg: Value) -> Result<(), PublishError> {
+    async fn publish(&mut self, topic: Topic, payload: Payload) -> Result<(), PublishError> {
         if self.sink.is_none() {
             return Err(PublishError::Closed);
         }
         self.counter += 1;
         let counter = self.counter;
         let Some(signer) = self.signer.clone() else {
+            let mut msg = String::new();
+            let msg = match &payload {
+                Payload::Canonical(text) => text.as_str(),
+                Payload::Tree(value) => {
+                    canonical::write_canonical(&mut msg, value);
+                    msg.as_str()
+                }
+            };
             self.out.clear();
             let timestamp = envelope::write_unsigned(
                 &mut self.out,
                 &topic,
-                &msg,
+                msg,
                 counter,
                 &self.incarnation,
                 &self.username,
@@ -199,6 +219,11 @@ impl State {
             let body = Bytes::copy_from_slice(self.out.as_bytes());
             self.send(&topic, counter, timestamp, body).await;
             return Ok(());
+        };
+        let msg = match payload {
+            Payload::Tree(value) => value,
+            Payload::Canonical(text) => canonical::parse(text.as_bytes())
+                .map_err(|e| PublishError::Serialize(e.to_string()))?,
         };
         // Signing needs the envelope as a map.
         let mut body = envelope::build(&topic, msg, counter, &self.username);
@@ -333,6 +358,8 @@ struct Identity {
     endpoint: Endpoint,
     topic_prefix: String,
     environment: String,
+    /// Messages are signed (the signer needs the envelope as a map).
+    signed: bool,
 }
 
 /// A handle to the process's publisher. Clone it freely: every clone feeds
@@ -487,6 +514,7 @@ impl Publisher {
             endpoint,
             topic_prefix: config.topic_prefix.clone(),
             environment: config.environment.clone(),
+            signed: signer.is_some(),
         });
         let incarnation = uuid::Uuid::new_v4().simple().to_string();
         let history = replay.map(|(server, mut history)| {
@@ -552,10 +580,19 @@ impl Publisher {
         modname: &str,
         msg: &T,
     ) -> Result<(), PublishError> {
-        let value =
-            serde_json::to_value(msg).map_err(|e| PublishError::Serialize(e.to_string()))?;
         let topic = self.topic(topic, modname);
-        self.state.lock().await.publish(topic, value).await
+        let payload = if self.identity.signed {
+            Payload::Tree(to_value(msg)?)
+        } else {
+            // Written before taking the lock, straight from the caller's
+            // value: no JSON tree, and publishing clones work in parallel.
+            let mut text = String::with_capacity(256);
+            match canonical::write_serialize(&mut text, msg) {
+                Ok(()) => Payload::Canonical(text),
+                Err(_) => Payload::Tree(to_value(msg)?),
+            }
+        };
+        self.state.lock().await.publish(topic, payload).await
     }
 
     /// Flushes, then closes the socket and releases its address (and the
