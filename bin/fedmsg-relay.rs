@@ -33,15 +33,9 @@ fn main() -> ExitCode {
     let quiet = args.config.quiet > 0;
     let result = runtime.block_on(async {
         fedmsg::relay::run(&config, cli::shutdown_signal(), |bound| {
-            if quiet {
-                return;
+            if !quiet {
+                cli::say_ready("fedmsg-relay", bound);
             }
-            let inbound: Vec<String> = bound.inbound.iter().map(ToString::to_string).collect();
-            eprintln!(
-                "fedmsg-relay: ready: inbound {} outbound {}",
-                inbound.join(","),
-                bound.outbound
-            );
         })
         .await
         .context("relay failed")

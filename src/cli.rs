@@ -159,3 +159,14 @@ pub fn fail(program: &str, code: u8, error: impl Into<anyhow::Error>) -> std::pr
 pub fn report(program: &str, error: &anyhow::Error) {
     eprintln!("{program}: error: {error:#}");
 }
+
+/// The line a relay prints on standard error once it is bound (tests and
+/// scripts wait for it).
+pub fn say_ready(program: &str, bound: &crate::relay::Bound) {
+    let inbound: Vec<String> = bound.inbound.iter().map(ToString::to_string).collect();
+    eprintln!(
+        "{program}: ready: inbound {} outbound {}",
+        inbound.join(","),
+        bound.outbound
+    );
+}

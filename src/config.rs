@@ -442,7 +442,9 @@ impl Loader {
             let Some(key) = name.strip_prefix("FEDMSG_") else {
                 continue;
             };
-            if key == "CONFIG" {
+            // FEDMSG_MESSAGE_* describe the message fedmsg-trigger runs a
+            // command for; they are not configuration.
+            if key == "CONFIG" || key.starts_with("MESSAGE_") {
                 continue;
             }
             let key = key.to_ascii_lowercase();

@@ -27,12 +27,14 @@
 //! * [`relay`]: `fedmsg-relay`, active publishers in, subscribers out.
 //! * [`replay`]: kept history and fedmsg's REQ/REP replay protocol.
 //! * [`sequence`]: per-incarnation sequence tracking, gaps and duplicates.
-//! * [`tail`], [`logger`], [`meta`], [`verify`], [`bench`]: the command-line tools' behaviour.
+//! * [`tail`], [`logger`], [`announce`], [`trigger`], [`meta`], [`verify`],
+//!   [`bench`]: the command-line tools' behaviour.
 //! * [`cli`]: flags, logging and exit codes shared by the binaries.
 //! * `transport` (private): the only module that touches the `zeromq` crate.
 
 #![warn(missing_docs)]
 
+pub mod announce;
 pub mod bench;
 pub mod canonical;
 pub mod cli;
@@ -50,6 +52,7 @@ pub mod subscribe;
 pub mod tail;
 pub mod topic;
 mod transport;
+pub mod trigger;
 pub mod verify;
 
 pub use config::{Config, ConfigError, Loader};

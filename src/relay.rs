@@ -7,12 +7,22 @@
 //! either way because verifiers re-canonicalise). Only what cannot be a
 //! fedmsg message (frame count ≠ 2, oversized body) is dropped, with a log
 //! line and a counter.
+//!
+//! [`run_signing`] is `fedmsg-signing-relay`: the same relay, signing what
+//! it forwards with the certificate `certnames.signing_relay` names, for
+//! hosts that hold no certificate of their own. A message that is already
+//! signed is forwarded untouched (fedmsg signs it again over its old
+//! signature, and the result never validates). A body that is not a
+//! fedmsg envelope is wrapped as `{"topic": <frame topic>, "msg": <body>}`
+//! first, as fedmsg does.
 
 use crate::config::Config;
+use crate::crypto::Signer;
 use crate::endpoint::Endpoint;
 use crate::envelope::DecodeError;
 use crate::replay::{Entry, SharedHistory};
 use crate::transport::{BoundSub, PubSocket};
+use serde_json::{Map, Value};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +48,9 @@ pub enum RelayError {
     /// The replay service could not start.
     #[error("cannot start the relay's replay service: {0}")]
     Replay(String),
+    /// The signing relay's key or certificate could not be loaded.
+    #[error("cannot load the signing relay's certificate: {0}")]
+    Signer(#[from] crate::crypto::SignerError),
 }
 
 /// Counters of a running relay.
@@ -47,6 +60,9 @@ pub struct RelayStats {
     pub forwarded: AtomicU64,
     /// Messages dropped as malformed.
     pub dropped: AtomicU64,
+    /// Messages the signing relay signed (the others it forwarded were
+    /// signed already).
+    pub signed: AtomicU64,
 }
 
 /// The addresses a relay actually bound, reported once it is ready.
@@ -62,6 +78,61 @@ pub struct Bound {
 /// sides are bound.
 pub async fn run(
     config: &Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(&Bound),
+) -> Result<Arc<RelayStats>, RelayError> {
+    run_with(config, None, shutdown, ready).await
+}
+
+/// Runs the signing relay until `shutdown` completes: [`run`], signing
+/// every unsigned message with `certnames.signing_relay`'s key. The key is
+/// loaded before any socket opens.
+pub async fn run_signing(
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(&Bound),
+) -> Result<Arc<RelayStats>, RelayError> {
+    let signer = Signer::from_config(config, "signing_relay")?;
+    tracing::info!(
+        signer = signer.common_name(),
+        scheme = signer.scheme().name(),
+        "signing what is relayed"
+    );
+    run_with(config, Some(signer), shutdown, ready).await
+}
+
+/// What the signing relay does with one body.
+enum Signed {
+    /// Signed already: forward as it came.
+    Untouched,
+    /// The newly signed body.
+    Body(bytes::Bytes),
+}
+
+/// Signs `body` (wrapped first when it is not an envelope) unless it
+/// carries a signature already.
+fn sign_body(signer: &Signer, topic: &[u8], body: &[u8]) -> Result<Signed, DecodeError> {
+    let topic = std::str::from_utf8(topic).map_err(|_| DecodeError::TopicUtf8)?;
+    let value = crate::canonical::parse(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let mut envelope = match value {
+        Value::Object(map) if map.contains_key("signature") => return Ok(Signed::Untouched),
+        Value::Object(map) if map.contains_key("topic") => map,
+        other => {
+            let mut map = Map::new();
+            map.insert("topic".into(), Value::String(topic.to_owned()));
+            map.insert("msg".into(), other);
+            map
+        }
+    };
+    signer.sign(&mut envelope);
+    Ok(Signed::Body(bytes::Bytes::from(
+        crate::canonical::to_canonical(&Value::Object(envelope)),
+    )))
+}
+
+async fn run_with(
+    config: &Config,
+    signer: Option<Signer>,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(&Bound),
 ) -> Result<Arc<RelayStats>, RelayError> {
@@ -140,6 +211,21 @@ pub async fn run(
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(reason = problem.label(), error = %problem, "relay dropped malformed message");
             continue;
+        }
+        let mut frames = frames;
+        if let Some(signer) = &signer {
+            match sign_body(signer, &frames[0], &frames[1]) {
+                Ok(Signed::Untouched) => {}
+                Ok(Signed::Body(body)) => {
+                    frames[1] = body;
+                    stats.signed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(problem) => {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(reason = problem.label(), error = %problem, "signing relay dropped a message it cannot sign");
+                    continue;
+                }
+            }
         }
         if let Some((history, _, _)) = &replay {
             if let Ok(mut history) = history.lock() {

@@ -12,3 +12,4 @@ mod interop;
 mod pki;
 mod reliability;
 mod signed;
+mod tools;

@@ -24,6 +24,9 @@ pub fn bin(name: &str) -> PathBuf {
         "fedmsg-verify" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-verify")),
         "fedmsg-certs" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-certs")),
         "fedmsg-bench" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-bench")),
+        "fedmsg-announce" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-announce")),
+        "fedmsg-signing-relay" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-signing-relay")),
+        "fedmsg-trigger" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-trigger")),
         other => panic!("unknown binary {other}"),
     }
 }

@@ -1,0 +1,308 @@
+//! The operator's commands beyond tail and logger: fedmsg-announce,
+//! fedmsg-signing-relay and fedmsg-trigger, as real processes on a real bus.
+
+use crate::util::{fixtures, Bus, Proc, WAIT};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+fn run(bus: &Bus, name: &str, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = bus
+        .command(name)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn announce_sends_stdin_as_one_announcement() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+    let mut tail = bus.start_tail_ready(&[]);
+    let out = run(
+        &bus,
+        "fedmsg-announce",
+        &["--link", "https://status.example.org"],
+        "  Outage tonight  \n\n\tat 22:00 UTC\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = json(&tail.expect_line());
+    assert_eq!(
+        shown["topic"],
+        "org.fedoraproject.dev.announce.announcement"
+    );
+    assert_eq!(
+        shown["msg"],
+        serde_json::json!({"message": "Outage tonight\n\nat 22:00 UTC", "link": "https://status.example.org"})
+    );
+    let out = run(&bus, "fedmsg-announce", &[], "no link\n");
+    assert!(out.status.success());
+    let shown = json(&tail.expect_line());
+    assert_eq!(
+        shown["msg"],
+        serde_json::json!({"message": "no link", "link": null})
+    );
+}
+
+/// Signing keys for this host's logger (shell-app01) and for the signing
+/// relay (shell-app02), validation against fedmsg's test CA.
+fn signing_config(bus: &Bus) -> std::path::PathBuf {
+    let certs = fixtures().join("test-certs").display().to_string();
+    let host = fedmsg::publish::short_hostname();
+    let text = std::fs::read_to_string(&bus.config).unwrap();
+    let (top, tables) = text.split_once("[endpoints]").unwrap();
+    let signing = bus.dir.path().join("signing.toml");
+    std::fs::write(
+        &signing,
+        format!(
+            "{top}sign_messages = true\nvalidate_signatures = true\nssldir = \"{certs}\"\nca_cert_location = \"{certs}/ca.crt\"\ncrl_location = \"{certs}/crl.pem\"\n[endpoints]{tables}[certnames]\n\"shell.{host}\" = \"shell-app01.phx2.fedoraproject.org\"\nsigning_relay = \"shell-app02.phx2.fedoraproject.org\"\n"
+        ),
+    )
+    .unwrap();
+    signing
+}
+
+fn with_config(bus: &Bus, config: &Path, name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(crate::util::bin(name));
+    command.arg("--config").arg(config);
+    crate::util::isolate(&mut command, bus.dir.path());
+    command
+}
+
+#[test]
+fn signing_relay_signs_the_unsigned_and_leaves_the_signed_alone() {
+    let bus = Bus::new("", "");
+    let signing = signing_config(&bus);
+    let mut relay = Proc::spawn(with_config(&bus, &signing, "fedmsg-signing-relay"));
+    relay.wait_stderr("ready", WAIT);
+    let mut tail_command = with_config(&bus, &signing, "fedmsg-tail");
+    tail_command.args(["--really-pretty", "--color", "never"]);
+    let mut tail = Proc::spawn(tail_command);
+    // Unsigned loggers (the bus's own config signs nothing): the relay signs.
+    let deadline = Instant::now() + WAIT;
+    let first = loop {
+        let out = bus
+            .command("fedmsg-logger")
+            .args(["--message", "from a host without a certificate"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(line) = tail.stdout_line(Duration::from_millis(200)) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing shown: {}",
+            tail.stderr_text()
+        );
+    };
+    assert!(
+        first.contains("signed by shell-app02.phx2.fedoraproject.org (x509)"),
+        "{first}"
+    );
+    let mut text = first;
+    while let Some(line) = tail.stdout_line(Duration::from_millis(300)) {
+        text.push_str(&line);
+    }
+    assert!(text.contains("from a host without a certificate"), "{text}");
+    // A message signed by its publisher passes untouched: still valid, and
+    // still its publisher's signature.
+    let out = with_config(&bus, &signing, "fedmsg-logger")
+        .args(["--message", "signed at the source"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut shown = String::new();
+    while !shown.contains("signed at the source") {
+        shown.push_str(&tail.expect_line());
+        shown.push('\n');
+    }
+    assert!(
+        shown.contains("signed by shell-app01.phx2.fedoraproject.org (x509)"),
+        "{shown}"
+    );
+    assert!(!tail.stderr_text().contains("invalid signature"));
+}
+
+#[test]
+fn signing_relay_without_its_certificate_fails_before_binding() {
+    let bus = Bus::new("", "");
+    let out = bus
+        .command("fedmsg-signing-relay")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("signing_relay"), "{stderr}");
+}
+
+/// Waits until `path` holds at least `lines` lines, and returns them.
+fn wait_lines(path: &Path, lines: usize, trigger: &mut Proc) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let found: Vec<String> = text.lines().map(str::to_owned).collect();
+        if found.len() >= lines {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {} of {lines} lines; trigger stderr: {}",
+            path.display(),
+            found.len(),
+            trigger.stderr_text()
+        );
+        // Paces the polling: the trigger prints nothing of its own here.
+        let _ = trigger.stdout_line(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn trigger_passes_hostile_messages_to_the_command_without_a_shell() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+    let env_file = bus.dir.path().join("runs.env");
+    let mut command = bus.command("fedmsg-trigger");
+    command
+        .args(["--topic", "org.fedoraproject.dev.logger", "--"])
+        .args([
+            "sh",
+            "-c",
+            // The message only ever reaches sh as data: on stdin and in
+            // variables expanded inside double quotes.
+            r#"cat >> "$0"; printf '%s|%s\n' "$FEDMSG_MESSAGE_TOPIC" "$FEDMSG_MESSAGE_MSG" >> "$0.env""#,
+        ])
+        .arg(bus.dir.path().join("runs"));
+    let mut trigger = Proc::spawn(command);
+    // Probe until the trigger runs for one: it is connected from then on.
+    let deadline = Instant::now() + WAIT;
+    let probe = bus.dir.path().join("runs");
+    while !probe.exists()
+        || std::fs::read_to_string(&probe)
+            .unwrap_or_default()
+            .is_empty()
+    {
+        let out = run(&bus, "fedmsg-logger", &["--message", "probe"], "");
+        assert!(out.status.success());
+        assert!(
+            Instant::now() < deadline,
+            "trigger never ran: {}",
+            trigger.stderr_text()
+        );
+        let _ = trigger.stdout_line(Duration::from_millis(100));
+    }
+    let probes = std::fs::read_to_string(&probe).unwrap().lines().count();
+    let hostile = r#"$(touch pwned1)'; touch pwned2; echo "`touch pwned3`" | && > pwned4 \"#;
+    let out = run(&bus, "fedmsg-logger", &["--message", hostile], "");
+    assert!(out.status.success());
+    let runs = wait_lines(&probe, probes + 1, &mut trigger);
+    let body = json(runs.last().unwrap());
+    assert_eq!(
+        body["msg"]["log"], hostile,
+        "the body arrives on stdin intact"
+    );
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    let last = env.lines().last().unwrap();
+    let (topic, msg) = last.split_once('|').unwrap();
+    assert_eq!(topic, "org.fedoraproject.dev.logger.log");
+    assert_eq!(json(msg)["log"], hostile, "and in FEDMSG_MESSAGE_MSG");
+    for name in ["pwned1", "pwned2", "pwned3", "pwned4"] {
+        assert!(!bus.dir.path().join(name).exists(), "{name} was created");
+    }
+}
+
+#[test]
+fn trigger_debounces_and_runs_in_order() {
+    let bus = Bus::new("", "");
+    let _relay = bus.start_relay();
+    let runs = bus.dir.path().join("runs");
+    let mut command = bus.command("fedmsg-trigger");
+    command
+        .args(["--wait-for", "0.3", "--command"])
+        .arg(format!("tee -a {}", runs.display()))
+        .stdout(Stdio::null());
+    let mut trigger = Proc::spawn(command);
+    // Probe until the trigger runs for one; each probe waits out the
+    // debounce (a new match restarts it).
+    let deadline = Instant::now() + WAIT;
+    'probing: loop {
+        let out = run(&bus, "fedmsg-logger", &["--message", "probe"], "");
+        assert!(out.status.success());
+        let waited = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < waited {
+            if !std::fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .is_empty()
+            {
+                break 'probing;
+            }
+            let _ = trigger.stdout_line(Duration::from_millis(50));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trigger never ran: {}",
+            trigger.stderr_text()
+        );
+    }
+    // Let the probes in flight finish before counting.
+    let mut before = 0;
+    loop {
+        let _ = trigger.stdout_line(Duration::from_millis(600));
+        let now = std::fs::read_to_string(&runs).unwrap().lines().count();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let out = run(&bus, "fedmsg-logger", &[], "one\ntwo\nthree\n");
+    assert!(out.status.success());
+    let lines = wait_lines(&runs, before + 3, &mut trigger);
+    let logs: Vec<Value> = lines[before..]
+        .iter()
+        .map(|l| json(l)["msg"]["log"].clone())
+        .collect();
+    assert_eq!(logs, ["one", "two", "three"]);
+}
+
+#[test]
+fn trigger_without_a_command_is_a_usage_error() {
+    let bus = Bus::new("", "");
+    let out = bus
+        .command("fedmsg-trigger")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("You must provide a --command to run."));
+}
