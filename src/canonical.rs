@@ -169,6 +169,27 @@ pub fn write_string(out: &mut String, s: &str) {
 }
 
 /// `\\uXXXX` with lowercase hex, as Python writes it.
+/// Appends an integer's decimal digits.
+pub(crate) fn push_integer(out: &mut String, negative: bool, magnitude: u64) {
+    if negative {
+        out.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = magnitude;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for digit in &digits[at..] {
+        out.push(char::from(*digit));
+    }
+}
+
 /// Whether any of the eight bytes in `word` is a control character, the
 /// quote, the backslash, DEL or non-ASCII (the classic "has zero byte" test,
 /// applied to each condition).

@@ -330,45 +330,24 @@ pub fn write_unsigned(
     // Written piece by piece: `format!` machinery was a tenth of the cost
     // of publishing.
     out.push_str("{\"i\":");
-    push_integer(out, false, i);
+    canonical::push_integer(out, false, i);
     out.push_str(",\"incarnation\":");
     canonical::write_string(out, incarnation);
     out.push_str(",\"msg\":");
     out.push_str(if is_falsy_text(msg) { "{}" } else { msg });
     out.push_str(",\"msg_id\":\"");
-    push_integer(out, now.year() < 0, u64::from(now.year().unsigned_abs()));
+    canonical::push_integer(out, now.year() < 0, u64::from(now.year().unsigned_abs()));
     out.push('-');
     let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
     out.push_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid));
     out.push_str("\",\"timestamp\":");
-    push_integer(out, timestamp < 0, timestamp.unsigned_abs());
+    canonical::push_integer(out, timestamp < 0, timestamp.unsigned_abs());
     out.push_str(",\"topic\":");
     canonical::write_string(out, topic.as_str());
     out.push_str(",\"username\":");
     canonical::write_string(out, username);
     out.push('}');
     timestamp
-}
-
-/// Appends an integer's decimal digits.
-fn push_integer(out: &mut String, negative: bool, magnitude: u64) {
-    if negative {
-        out.push('-');
-    }
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = magnitude;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    for digit in &digits[at..] {
-        out.push(char::from(*digit));
-    }
 }
 
 /// The current user's name, as Python's `getpass.getuser()` finds it.
@@ -507,7 +486,7 @@ mod tests {
             (true, 42, "-42"),
         ] {
             let mut out = String::from("x");
-            push_integer(&mut out, negative, magnitude);
+            canonical::push_integer(&mut out, negative, magnitude);
             assert_eq!(out, format!("x{text}"));
         }
     }

@@ -60,28 +60,16 @@ fn unsupported<T>(what: &str) -> Result<T, Unsupported> {
 
 impl Canon<'_> {
     fn integer(self, negative: bool, magnitude: u128) -> Result<(), Unsupported> {
-        push_decimal(self.out, negative, magnitude);
-        Ok(())
-    }
-}
-
-fn push_decimal(out: &mut String, negative: bool, magnitude: u128) {
-    if negative && magnitude != 0 {
-        out.push('-');
-    }
-    let mut digits = [0u8; 40];
-    let mut at = digits.len();
-    let mut rest = magnitude;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
+        match u64::try_from(magnitude) {
+            Ok(small) => super::push_integer(self.out, negative && small != 0, small),
+            Err(_) => {
+                if negative {
+                    self.out.push('-');
+                }
+                self.out.push_str(&magnitude.to_string());
+            }
         }
-    }
-    for digit in &digits[at..] {
-        out.push(char::from(*digit));
+        Ok(())
     }
 }
 
