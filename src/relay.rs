@@ -252,3 +252,54 @@ async fn run_with(
     );
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        let certs =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-certs");
+        Signer::from_files(
+            &certs.join("shell-app02.phx2.fedoraproject.org.crt"),
+            &certs.join("shell-app02.phx2.fedoraproject.org.key"),
+        )
+        .unwrap()
+    }
+
+    fn parsed(signed: Signed) -> Map<String, Value> {
+        match signed {
+            Signed::Body(body) => match crate::canonical::parse(&body).unwrap() {
+                Value::Object(map) => map,
+                other => panic!("{other}"),
+            },
+            Signed::Untouched => panic!("expected a new body"),
+        }
+    }
+
+    #[test]
+    fn the_signing_relay_signs_wraps_leaves_and_refuses() {
+        let signer = signer();
+        let envelope = br#"{"i":1,"msg":{"log":"x"},"topic":"org.x.dev.logger.log"}"#;
+        let signed = parsed(sign_body(&signer, b"org.x.dev.logger.log", envelope).unwrap());
+        assert!(signed.contains_key("signature") && signed.contains_key("certificate"));
+        assert_eq!(signed["msg"]["log"], "x");
+        // Signed already: untouched.
+        let again = crate::canonical::to_canonical(&Value::Object(signed));
+        assert!(matches!(
+            sign_body(&signer, b"org.x.dev.logger.log", again.as_bytes()),
+            Ok(Signed::Untouched)
+        ));
+        // Not an envelope: wrapped under the frame's topic, as fedmsg does.
+        let wrapped = parsed(sign_body(&signer, b"org.x.dev.raw", b"[1,2]").unwrap());
+        assert_eq!(wrapped["topic"], "org.x.dev.raw");
+        assert_eq!(wrapped["msg"], serde_json::json!([1, 2]));
+        // Not JSON, or a topic that is not text: refused with a reason.
+        let error = sign_body(&signer, b"t", b"{nope").err().unwrap();
+        assert_eq!(error.label(), DecodeError::Json(String::new()).label());
+        assert!(matches!(
+            sign_body(&signer, b"\xff", envelope),
+            Err(DecodeError::TopicUtf8)
+        ));
+    }
+}
