@@ -188,6 +188,29 @@ fn wait_lines(path: &Path, lines: usize, trigger: &mut Proc) -> Vec<String> {
     }
 }
 
+/// Sends logger probes, each given `per_probe` to show up, until the
+/// trigger's command has written something to `runs`.
+fn probe_until_run(bus: &Bus, runs: &Path, trigger: &mut Proc, per_probe: Duration) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = run(bus, "fedmsg-logger", &["--message", "probe"], "");
+        assert!(out.status.success());
+        let waited = Instant::now() + per_probe;
+        while Instant::now() < waited {
+            if !std::fs::read_to_string(runs).unwrap_or_default().is_empty() {
+                return;
+            }
+            // Paces the polling: the trigger prints nothing of its own here.
+            let _ = trigger.stdout_line(Duration::from_millis(50));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trigger never ran: {}",
+            trigger.stderr_text()
+        );
+    }
+}
+
 #[test]
 fn trigger_passes_hostile_messages_to_the_command_without_a_shell() {
     let bus = Bus::new("", "");
@@ -206,22 +229,8 @@ fn trigger_passes_hostile_messages_to_the_command_without_a_shell() {
         .arg(bus.dir.path().join("runs"));
     let mut trigger = Proc::spawn(command);
     // Probe until the trigger runs for one: it is connected from then on.
-    let deadline = Instant::now() + WAIT;
     let probe = bus.dir.path().join("runs");
-    while !probe.exists()
-        || std::fs::read_to_string(&probe)
-            .unwrap_or_default()
-            .is_empty()
-    {
-        let out = run(&bus, "fedmsg-logger", &["--message", "probe"], "");
-        assert!(out.status.success());
-        assert!(
-            Instant::now() < deadline,
-            "trigger never ran: {}",
-            trigger.stderr_text()
-        );
-        let _ = trigger.stdout_line(Duration::from_millis(100));
-    }
+    probe_until_run(&bus, &probe, &mut trigger, Duration::from_millis(100));
     let probes = std::fs::read_to_string(&probe).unwrap().lines().count();
     let hostile = r#"$(touch pwned1)'; touch pwned2; echo "`touch pwned3`" | && > pwned4 \"#;
     let out = run(&bus, "fedmsg-logger", &["--message", hostile], "");
@@ -253,28 +262,8 @@ fn trigger_debounces_and_runs_in_order() {
         .arg(format!("tee -a {}", runs.display()))
         .stdout(Stdio::null());
     let mut trigger = Proc::spawn(command);
-    // Probe until the trigger runs for one; each probe waits out the
-    // debounce (a new match restarts it).
-    let deadline = Instant::now() + WAIT;
-    'probing: loop {
-        let out = run(&bus, "fedmsg-logger", &["--message", "probe"], "");
-        assert!(out.status.success());
-        let waited = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < waited {
-            if !std::fs::read_to_string(&runs)
-                .unwrap_or_default()
-                .is_empty()
-            {
-                break 'probing;
-            }
-            let _ = trigger.stdout_line(Duration::from_millis(50));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "trigger never ran: {}",
-            trigger.stderr_text()
-        );
-    }
+    // Each probe waits out the debounce (a new match restarts it).
+    probe_until_run(&bus, &runs, &mut trigger, Duration::from_secs(1));
     // Let the probes in flight finish before counting.
     let mut before = 0;
     loop {
