@@ -81,6 +81,8 @@ struct Index {
     incarnation: Option<Box<str>>,
     msg_id: Option<Box<str>>,
     timestamp: Option<f64>,
+    /// Where the `msg` value lies in the raw body, when decoded from it.
+    msg: Option<std::ops::Range<usize>>,
 }
 
 impl Index {
@@ -93,6 +95,7 @@ impl Index {
                 .map(Into::into),
             msg_id: body.get("msg_id").and_then(Value::as_str).map(Into::into),
             timestamp: body.get("timestamp").and_then(Value::as_f64),
+            msg: None,
         }
     }
 }
@@ -108,6 +111,8 @@ struct RawIndex<'a> {
     msg_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     timestamp: Option<f64>,
+    #[serde(default, borrow)]
+    msg: Option<&'a serde_json::value::RawValue>,
 }
 
 impl Message {
@@ -134,6 +139,11 @@ impl Message {
                 incarnation: raw.incarnation.map(|c| c.as_ref().into()),
                 msg_id: raw.msg_id.map(|c| c.as_ref().into()),
                 timestamp: raw.timestamp,
+                msg: raw.msg.map(|msg| {
+                    // The raw value is a slice of `text`.
+                    let start = msg.get().as_ptr() as usize - text.as_ptr() as usize;
+                    start..start + msg.get().len()
+                }),
             };
             return Ok(Message {
                 inner: Arc::new(Inner {
@@ -215,6 +225,16 @@ impl Message {
         }
         if let Some(body) = self.inner.body.get() {
             return serde_json::from_value(body.get("msg").cloned().unwrap_or(Value::Null));
+        }
+        // Decoding noted where `msg` is: parse that alone.
+        if let Some(msg) = self
+            .inner
+            .index
+            .msg
+            .clone()
+            .and_then(|r| self.inner.raw.get(r))
+        {
+            return serde_json::from_slice(msg);
         }
         match serde_json::from_slice::<Envelope<T>>(&self.inner.raw)?.msg {
             Some(msg) => Ok(msg),
@@ -412,6 +432,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.msg_as::<Payload>().unwrap(), Payload { a: 1 });
+        // Decoding noted exactly where `msg` lies.
+        let range = m.inner.index.msg.clone().unwrap();
+        assert_eq!(&m.raw_body()[range], br#"{"a":1,"b":"skipped"}"#);
+        let spaced = Message::decode(
+            &frames(&[
+                b"t",
+                b"{ \"z\" : [1, {\"msg\": 0}] ,\n \"msg\" : { \"a\" : 7 } }",
+            ]),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(spaced.msg_as::<Payload>().unwrap(), Payload { a: 7 });
+        let null = Message::decode(&frames(&[b"t", br#"{"msg":null}"#]), 1000).unwrap();
+        assert_eq!(null.msg_as::<Option<Payload>>().unwrap(), None);
         let _ = m.body();
         assert_eq!(m.msg_as::<Payload>().unwrap(), Payload { a: 1 });
         // A wrong shape is an error; a missing msg is null.

@@ -1,10 +1,10 @@
-//! Subscribing: one SUB socket per endpoint, merged into one [`Subscription`]
+//! Subscribing: a connection per endpoint, merged into one [`Subscription`]
 //! stream of [`Received`] messages, with nothing lost silently.
 //!
-//! Each endpoint has its own task that connects, retries with the
-//! configured backoff while the publisher is absent, and reconnects when it
-//! restarts or vanishes. One reader task then, for each batch of what
-//! arrived:
+//! Each endpoint's connection retries with the configured backoff while the
+//! publisher is absent, and reconnects when it restarts or vanishes. One
+//! reader task polls them all ([`transport::subscribe_all`]) and, for each
+//! batch of what arrived:
 //!
 //! 1. decodes it: malformed input (wrong frame count, bad UTF-8, non-JSON or
 //!    non-object bodies, oversized bodies) is logged, counted in [`Stats`],
@@ -23,7 +23,7 @@ use crate::endpoint::Endpoint;
 use crate::envelope::{DecodeError, Message};
 use crate::replay::{self, Query, ReplayError};
 use crate::sequence::{State, Step, Tracker};
-use crate::transport::{self, Backoff, SubEvent};
+use crate::transport::{self, Backoff, SubEvent, SubOptions};
 use bytes::Bytes;
 use futures::Stream;
 use std::collections::BTreeMap;
@@ -295,24 +295,24 @@ impl Subscriber {
     /// Starts one task per endpoint and the reader task, and returns the
     /// merged stream. Must be called inside a tokio runtime.
     pub fn subscribe(self) -> Subscription {
-        let (events, arrivals) = mpsc::channel(4096);
         let socket_prefixes = if self.prefixes.is_empty() {
             vec![String::new()]
         } else {
             self.prefixes.clone()
         };
-        for (index, (_, endpoint)) in self.endpoints.iter().enumerate() {
-            tokio::spawn(transport::run_connected_sub(
-                index,
-                endpoint.clone(),
-                socket_prefixes.clone(),
-                self.backoff,
-                self.keepalive.clone(),
-                events.clone(),
-            ));
-        }
-        drop(events);
-        let (deliveries, receiver) = mpsc::channel(4096);
+        let arrivals = transport::subscribe_all(
+            self.endpoints.iter().map(|(_, e)| e.clone()).collect(),
+            SubOptions {
+                prefixes: socket_prefixes,
+                backoff: self.backoff,
+                keepalive: self.keepalive.clone(),
+                // A larger frame would be refused as too large when decoded
+                // anyway: skip it rather than buffer it.
+                max_frame: self.max_message_size,
+            },
+        );
+        // Batches of at most BATCH, so up to 16 × 256 messages wait here.
+        let (deliveries, receiver) = mpsc::channel(16);
         let (loss_sender, losses) = mpsc::channel(1024);
         let stats = Arc::new(Stats::default());
         let mut tracker = Tracker::new(self.dedupe_window);
@@ -342,12 +342,14 @@ impl Subscriber {
             catch_up,
             stats: stats.clone(),
             deliveries,
+            outbox: Vec::with_capacity(BATCH),
             losses: loss_sender,
             settings: self,
         };
         tokio::spawn(reader.run(arrivals));
         Subscription {
             receiver,
+            ready: Vec::new().into_iter(),
             stats,
             losses: Some(losses),
             state,
@@ -380,21 +382,24 @@ struct Reader {
     /// Ask every replay service for what was published since then, first.
     catch_up: Option<f64>,
     stats: Arc<Stats>,
-    deliveries: mpsc::Sender<Received>,
+    /// Delivered messages not yet handed over: one channel send per batch.
+    deliveries: mpsc::Sender<Vec<Received>>,
+    outbox: Vec<Received>,
     losses: mpsc::Sender<Loss>,
 }
 
 impl Reader {
-    async fn run(mut self, mut arrivals: mpsc::Receiver<SubEvent>) {
+    async fn run(mut self, arrivals: impl Stream<Item = SubEvent> + Unpin) {
         if let Some(since) = self.catch_up {
-            if self.catch_up(since).await.is_err() {
+            if self.catch_up(since).await.is_err() || self.hand_over().await.is_err() {
                 return;
             }
         }
-        let mut batch = Vec::with_capacity(BATCH);
-        while arrivals.recv_many(&mut batch, BATCH).await > 0 {
-            let events = std::mem::take(&mut batch);
-            if self.process(events).await.is_err() {
+        // The reader polls every connection itself, and takes whatever has
+        // arrived (up to a batch) in one go.
+        let mut batches = futures::StreamExt::ready_chunks(arrivals, BATCH);
+        while let Some(events) = futures::StreamExt::next(&mut batches).await {
+            if self.process(events).await.is_err() || self.hand_over().await.is_err() {
                 return; // The subscription was dropped.
             }
         }
@@ -485,7 +490,20 @@ impl Reader {
             verdict,
             replayed,
         };
-        self.deliveries.send(received).await.map_err(|_| ())
+        self.outbox.push(received);
+        if self.outbox.len() >= BATCH {
+            self.hand_over().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands what was delivered to the subscription.
+    async fn hand_over(&mut self) -> Result<(), ()> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.outbox, Vec::with_capacity(BATCH));
+        self.deliveries.send(batch).await.map_err(|_| ())
     }
 
     async fn process(&mut self, events: Vec<SubEvent>) -> Result<(), ()> {
@@ -502,6 +520,11 @@ impl Reader {
                             tracing::warn!(endpoint = %endpoint, reason = error.label(), error = %error, "dropped malformed message");
                         }
                     }
+                }
+                SubEvent::Invalid(index, error) => {
+                    self.stats.count_invalid(&error);
+                    let endpoint = self.endpoint_label(index);
+                    tracing::warn!(endpoint = %endpoint, reason = error.label(), error = %error, "dropped malformed message");
                 }
                 SubEvent::Connected(index) => {
                     self.stats.connected.fetch_add(1, Ordering::Relaxed);
@@ -640,6 +663,8 @@ impl Reader {
         since: Option<f64>,
         report: bool,
     ) -> Result<(), ()> {
+        // What came before the gap is not held back while replay answers.
+        self.hand_over().await?;
         let Some((name, endpoint)) = self.settings.endpoints.get(index).cloned() else {
             return Ok(());
         };
@@ -734,7 +759,9 @@ fn decode_replayed(body: Bytes, max_size: usize) -> Result<Message, DecodeError>
 
 /// A live stream of messages from every endpoint. Dropping it disconnects.
 pub struct Subscription {
-    receiver: mpsc::Receiver<Received>,
+    receiver: mpsc::Receiver<Vec<Received>>,
+    /// The rest of the batch being yielded.
+    ready: std::vec::IntoIter<Received>,
     stats: Arc<Stats>,
     losses: Option<mpsc::Receiver<Loss>>,
     state: State,
@@ -767,18 +794,24 @@ impl Stream for Subscription {
     type Item = Received;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
-        let polled = self.receiver.poll_recv(cx);
-        if let Poll::Ready(Some(received)) = &polled {
-            if let (Some(incarnation), Some(i)) =
-                (received.message.incarnation(), received.message.i())
-            {
-                if received.verdict.as_ref().is_none_or(Verdict::is_valid) {
-                    let now = received.message.timestamp().unwrap_or(0.0) as i64;
-                    self.state.consumed(incarnation, i, now);
+        let this = &mut *self;
+        loop {
+            if let Some(received) = this.ready.next() {
+                if let (Some(incarnation), Some(i)) =
+                    (received.message.incarnation(), received.message.i())
+                {
+                    if received.verdict.as_ref().is_none_or(Verdict::is_valid) {
+                        let now = received.message.timestamp().unwrap_or(0.0) as i64;
+                        this.state.consumed(incarnation, i, now);
+                    }
                 }
+                return Poll::Ready(Some(received));
+            }
+            match std::task::ready!(this.receiver.poll_recv(cx)) {
+                Some(batch) => this.ready = batch.into_iter(),
+                None => return Poll::Ready(None),
             }
         }
-        polled
     }
 }
 

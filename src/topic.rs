@@ -30,12 +30,27 @@ impl Topic {
         } else {
             topic
         };
-        let joined = format!("{modname}.{topic}");
-        if joined.starts_with(topic_prefix) {
-            Topic(joined)
-        } else {
-            Topic(format!("{topic_prefix}.{environment}.{joined}"))
+        // One allocation: this runs for every message published.
+        // Whether `modname.topic` already starts with the prefix.
+        let qualified = match topic_prefix.strip_prefix(modname) {
+            Some(rest) => {
+                rest.is_empty() || rest.strip_prefix('.').is_some_and(|r| topic.starts_with(r))
+            }
+            None => modname.starts_with(topic_prefix),
+        };
+        let mut out = String::with_capacity(
+            topic_prefix.len() + environment.len() + modname.len() + topic.len() + 3,
+        );
+        if !(qualified) {
+            out.push_str(topic_prefix);
+            out.push('.');
+            out.push_str(environment);
+            out.push('.');
         }
+        out.push_str(modname);
+        out.push('.');
+        out.push_str(topic);
+        Topic(out)
     }
 
     /// The topic text.
@@ -94,6 +109,30 @@ impl AsRef<str> for Topic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_matches_the_plain_formula() {
+        let parts = ["", "a", "a.b", "a.b.c", "ab", "b", ".", "a."];
+        for prefix in parts {
+            for modname in parts {
+                for topic in parts {
+                    let topic_or = if topic.is_empty() {
+                        "unspecified"
+                    } else {
+                        topic
+                    };
+                    let joined = format!("{modname}.{topic_or}");
+                    let expected = if joined.starts_with(prefix) {
+                        joined
+                    } else {
+                        format!("{prefix}.env.{joined}")
+                    };
+                    let built = Topic::build(prefix, "env", modname, topic);
+                    assert_eq!(built.as_str(), expected, "{prefix:?} {modname:?} {topic:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn builds_like_fedmsg() {

@@ -5,17 +5,22 @@
 //! * **`tcp://*:port`** is bound as every interface (`0.0.0.0`).
 //! * **Bound sockets** get fedmsg's TCP keepalive settings through a
 //!   pre-configured listener (accepted connections inherit them).
-//! * **Connect that gives up**: subscribers run one SUB socket per endpoint in
-//!   its own task, retrying with fedmsg's `zmq_reconnect_ivl` backoff for as
-//!   long as the reader lives, and starting over when the peer goes away.
-//! * **No keepalive on connections it opens**: after each connect, the
-//!   subscriber's TCP connection gets fedmsg's keepalive settings (found by
-//!   its peer address among this process's sockets), so a publisher whose
-//!   host vanished without a word is noticed and reconnected to.
+//! * **Subscribers speak ZMTP themselves** ([`subscribe_all`], in
+//!   `zmtp`): one reader polls every connection, each connection retries
+//!   with fedmsg's `zmq_reconnect_ivl` backoff for as long as the reader
+//!   lives, gets fedmsg's TCP keepalive when it is opened, and skips frames
+//!   over the size limit instead of buffering them. (The crate's SUB costs a
+//!   socket, its tasks and a channel hop per endpoint.)
+//! * **No keepalive on connections the crate opens**: a connecting
+//!   publisher's TCP connection gets fedmsg's keepalive settings (found by
+//!   its peer address among this process's sockets), so a relay whose host
+//!   vanished without a word is noticed.
 //! * **No linger, no delivery signal on PUB**: a connecting publisher (the
 //!   logger's path to the relay) uses an XPUB socket, waits until the relay's
 //!   subscription has arrived before sending, and every send returns only once
 //!   the frames are written to the connection.
+
+mod zmtp;
 
 use crate::config::Keepalive;
 use crate::endpoint::Endpoint;
@@ -413,11 +418,14 @@ impl BoundSub {
     }
 }
 
-/// What a connecting SUB task reports.
+/// What a subscriber's connection reports.
 #[derive(Debug)]
 pub enum SubEvent {
     /// The frames of one message from endpoint number `.0`.
     Frames(usize, Vec<Bytes>),
+    /// A message from endpoint number `.0` was dropped unread: too many
+    /// frames, or a frame over the size limit (skipped, never buffered).
+    Invalid(usize, crate::envelope::DecodeError),
     /// Endpoint number `.0` is connected.
     Connected(usize),
     /// Endpoint number `.0` went away; reconnecting.
@@ -566,7 +574,153 @@ async fn resolve(endpoint: &Endpoint) -> Vec<std::net::SocketAddr> {
     }
 }
 
-/// Runs one SUB socket connected to `endpoint` until `events` is closed:
+/// How a subscriber connects to its publishers.
+#[derive(Debug, Clone)]
+pub struct SubOptions {
+    /// Topic prefixes (`""` is everything).
+    pub prefixes: Vec<String>,
+    /// Reconnect policy.
+    pub backoff: Backoff,
+    /// TCP keepalive for each connection.
+    pub keepalive: Keepalive,
+    /// Largest frame read; larger ones are skipped and reported.
+    pub max_frame: usize,
+}
+
+/// Least time a connect and handshake is given, however short the backoff.
+const MIN_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// Every endpoint's connection as one stream of events, polled by whoever
+/// reads it: no task or channel per endpoint. Each endpoint connects,
+/// retries with `options.backoff` while the publisher is absent, and
+/// reconnects at once when it goes away (then backs off again). Dropping
+/// the stream closes every connection.
+pub fn subscribe_all(
+    endpoints: Vec<Endpoint>,
+    options: SubOptions,
+) -> impl futures::Stream<Item = SubEvent> + Send + Unpin {
+    let options = std::sync::Arc::new(options);
+    let mut streams: Vec<EndpointEvents> = endpoints
+        .into_iter()
+        .enumerate()
+        .map(|(index, endpoint)| endpoint_events(index, endpoint, options.clone()))
+        .collect();
+    // One endpoint (a relay) is polled directly: merging re-queues the
+    // stream after every item, which costs more than parsing a message.
+    if streams.len() == 1 {
+        futures::future::Either::Left(streams.remove(0))
+    } else {
+        futures::future::Either::Right(futures::stream::select_all(streams))
+    }
+}
+
+/// One endpoint's events: a hand-written stream, so that a message costs
+/// a parse of the buffer and nothing else (no future per message).
+struct EndpointEvents {
+    index: usize,
+    endpoint: Endpoint,
+    options: std::sync::Arc<SubOptions>,
+    link: Link,
+}
+
+/// Where one endpoint's connection is.
+enum Link {
+    /// Connecting (after waiting, when retrying); the attempt's interval.
+    Connecting(
+        futures::future::BoxFuture<'static, std::io::Result<zmtp::SubConnection>>,
+        Duration,
+    ),
+    /// Connected and subscribed.
+    Open(zmtp::SubConnection),
+}
+
+impl EndpointEvents {
+    /// An attempt that waits `wait` first.
+    fn attempt(&self, wait: Duration) -> Link {
+        let endpoint = self.endpoint.clone();
+        let options = self.options.clone();
+        let interval = wait.max(options.backoff.initial);
+        Link::Connecting(
+            Box::pin(async move {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                zmtp::SubConnection::connect(
+                    &endpoint,
+                    &options.prefixes,
+                    &options.keepalive,
+                    interval.max(MIN_HANDSHAKE),
+                    options.max_frame,
+                )
+                .await
+            }),
+            wait,
+        )
+    }
+}
+
+impl futures::Stream for EndpointEvents {
+    type Item = SubEvent;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<SubEvent>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            match &mut this.link {
+                Link::Connecting(attempt, wait) => match attempt.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(connection)) => {
+                        this.link = Link::Open(connection);
+                        return Poll::Ready(Some(SubEvent::Connected(this.index)));
+                    }
+                    Poll::Ready(Err(error)) => {
+                        let next = if wait.is_zero() {
+                            this.options.backoff.initial
+                        } else {
+                            (*wait * 2).min(this.options.backoff.max)
+                        };
+                        tracing::debug!(endpoint = %this.endpoint, %error, retry_ms = next.as_millis() as u64, "publisher not reachable yet");
+                        this.link = this.attempt(next);
+                    }
+                },
+                Link::Open(connection) => {
+                    return match std::task::ready!(connection.poll_next(cx)) {
+                        Ok(Ok(frames)) => Poll::Ready(Some(SubEvent::Frames(this.index, frames))),
+                        Ok(Err(invalid)) => {
+                            Poll::Ready(Some(SubEvent::Invalid(this.index, invalid)))
+                        }
+                        Err(error) => {
+                            tracing::debug!(endpoint = %this.endpoint, %error, "connection ended");
+                            this.link = this.attempt(Duration::ZERO);
+                            Poll::Ready(Some(SubEvent::Disconnected(this.index)))
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn endpoint_events(
+    index: usize,
+    endpoint: Endpoint,
+    options: std::sync::Arc<SubOptions>,
+) -> EndpointEvents {
+    let mut events = EndpointEvents {
+        index,
+        endpoint,
+        options,
+        link: Link::Connecting(Box::pin(futures::future::pending()), Duration::ZERO),
+    };
+    events.link = events.attempt(Duration::ZERO);
+    events
+}
+
+/// Runs one `zeromq` crate SUB socket connected to `endpoint` until
+/// `events` is closed (the raw-ZeroMQ baseline of the benchmarks):
 /// connects (retrying with `backoff`), subscribes to `prefixes`, forwards
 /// every message, and starts over when the publisher goes away.
 pub async fn run_connected_sub(

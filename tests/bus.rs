@@ -251,6 +251,12 @@ async fn bad_input_is_logged_counted_and_skipped() {
         vec![b"org.x.dev.t".to_vec(), b"{not json".to_vec()],
         vec![b"org.x.dev.t".to_vec(), b"[1,2,3]".to_vec()],
         vec![b"org.x.dev.t".to_vec(), vec![b' '; 5000]],
+        // Skipped as it arrives, across many reads, never buffered whole.
+        vec![b"org.x.dev.t".to_vec(), vec![b' '; 2_000_000]],
+        // An oversized first frame, then more frames of the same message.
+        vec![vec![b'x'; 1500], b"{}".to_vec()],
+        // More frames than any message has.
+        vec![b"{}".to_vec(); 20],
     ];
     for parts in bad {
         raw.send(frames(parts)).await.unwrap();
@@ -264,12 +270,12 @@ async fn bad_input_is_logged_counted_and_skipped() {
     );
     let invalid = stats.invalid();
     for (label, count) in [
-        ("frame_count", 2),
+        ("frame_count", 3),
         ("topic_utf8", 1),
         ("body_utf8", 1),
         ("json", 1),
         ("not_object", 1),
-        ("oversized", 1),
+        ("oversized", 3),
     ] {
         assert_eq!(
             invalid.get(label).copied(),
