@@ -3,7 +3,7 @@
 //!
 //! Each endpoint's connection retries with the configured backoff while the
 //! publisher is absent, and reconnects when it restarts or vanishes. One
-//! reader task polls them all ([`transport::subscribe_all`]) and, for each
+//! reader task polls them all (`transport::subscribe_all`) and, for each
 //! batch of what arrived:
 //!
 //! 1. decodes it: malformed input (wrong frame count, bad UTF-8, non-JSON or
