@@ -14,7 +14,7 @@ use crate::crypto::certs::{Authority, KeyKind};
 use crate::endpoint::Endpoint;
 use crate::publish::Publisher;
 use crate::subscribe::{Subscriber, Subscription};
-use crate::transport::{self, Backoff, BoundSub, ConnectedPub, PubSocket, SubEvent};
+use crate::transport::{self, Backoff, BoundSub, ConnectedPub, CratePubSocket, SubEvent};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
@@ -243,7 +243,7 @@ impl Pace {
 
 /// A bare publisher: bound, or connected to a forwarder.
 enum RawPub {
-    Bound(PubSocket),
+    Bound(CratePubSocket),
     Connected(ConnectedPub),
 }
 
@@ -275,7 +275,7 @@ pub async fn run_raw(scenario: &Scenario) -> Result<Report, BenchError> {
         let mut sub = BoundSub::bind(std::slice::from_ref(&inbound), &keepalive)
             .await
             .map_err(setup)?;
-        let mut out = PubSocket::bind(&free_endpoint().map_err(setup)?, &keepalive)
+        let mut out = CratePubSocket::bind(&free_endpoint().map_err(setup)?, &keepalive)
             .await
             .map_err(setup)?;
         endpoints.push(out.endpoint().clone());
@@ -295,7 +295,7 @@ pub async fn run_raw(scenario: &Scenario) -> Result<Report, BenchError> {
         }
     } else {
         for _ in 0..scenario.publishers {
-            let socket = PubSocket::bind(&free_endpoint().map_err(setup)?, &keepalive)
+            let socket = CratePubSocket::bind(&free_endpoint().map_err(setup)?, &keepalive)
                 .await
                 .map_err(setup)?;
             endpoints.push(socket.endpoint().clone());

@@ -30,6 +30,17 @@ use crate::envelope::{self, Message};
 use crate::replay::{Entry, History, SharedHistory};
 use crate::topic::Topic;
 use crate::transport::{ConnectedPub, PubSocket, TransportError};
+pub use crate::transport::{PubCounters, PubLimits};
+
+/// A bound socket's limits from `config`: `high_water_mark` messages per
+/// subscriber (0 means the default, 100,000).
+pub(crate) fn limits(config: &Config) -> PubLimits {
+    let mut limits = PubLimits::default();
+    if config.high_water_mark > 0 {
+        limits.hwm = usize::try_from(config.high_water_mark).unwrap_or(usize::MAX);
+    }
+    limits
+}
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -368,6 +379,7 @@ struct Identity {
 pub struct Publisher {
     state: Arc<tokio::sync::Mutex<State>>,
     identity: Arc<Identity>,
+    counters: Option<Arc<PubCounters>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -381,7 +393,7 @@ impl std::fmt::Debug for Publisher {
 
 enum Sink {
     Bound(PubSocket),
-    Connected(ConnectedPub),
+    Connected(Box<ConnectedPub>),
 }
 
 impl Sink {
@@ -440,6 +452,12 @@ impl Publisher {
         }
     }
 
+    /// The bound socket's counters (subscribers, and messages dropped for
+    /// subscribers at their high-water mark); `None` in active mode.
+    pub fn counters(&self) -> Option<Arc<PubCounters>> {
+        self.counters.clone()
+    }
+
     /// Binds the first free address listed for `name` in `endpoints`.
     pub async fn bind(config: &Config, name: &str) -> Result<Publisher, PublishError> {
         let addresses = config
@@ -453,7 +471,7 @@ impl Publisher {
         let replay = replay_for(config, name).await?;
         let mut tried = Vec::new();
         for address in addresses {
-            match PubSocket::bind(address, &config.keepalive).await {
+            match PubSocket::bind_with(address, &config.keepalive, limits(config)).await {
                 Ok(socket) => {
                     let endpoint = socket.endpoint().clone();
                     tracing::info!(name, endpoint = %endpoint, "publisher bound");
@@ -495,7 +513,7 @@ impl Publisher {
             config,
             &name,
             endpoint.clone(),
-            Sink::Connected(socket),
+            Sink::Connected(Box::new(socket)),
             signer,
             replay,
         ))
@@ -527,6 +545,10 @@ impl Publisher {
             (history, stop, task)
         });
         let workers = signing_workers(signer.as_deref());
+        let counters = match &sink {
+            Sink::Bound(socket) => Some(socket.counters()),
+            _ => None,
+        };
         let state = Arc::new_cyclic(|this| {
             tokio::sync::Mutex::new(State {
                 sink: Some(sink),
@@ -544,7 +566,11 @@ impl Publisher {
                 this: this.clone(),
             })
         });
-        Publisher { state, identity }
+        Publisher {
+            state,
+            identity,
+            counters,
+        }
     }
 
     /// The publisher's name.

@@ -63,6 +63,9 @@ pub struct RelayStats {
     /// Messages the signing relay signed (the others it forwarded were
     /// signed already).
     pub signed: AtomicU64,
+    /// The outbound socket's counters: subscribers connected, refused, and
+    /// messages dropped for subscribers at their high-water mark.
+    pub outbound: Arc<crate::publish::PubCounters>,
 }
 
 /// The addresses a relay actually bound, reported once it is ready.
@@ -147,7 +150,8 @@ async fn run_with(
     let mut tried = Vec::new();
     let mut outbound = None;
     for address in outbound_list {
-        match PubSocket::bind(address, &config.keepalive).await {
+        match PubSocket::bind_with(address, &config.keepalive, crate::publish::limits(config)).await
+        {
             Ok(socket) => {
                 outbound = Some(socket);
                 break;
@@ -169,7 +173,10 @@ async fn run_with(
         "relay ready"
     );
 
-    let stats = Arc::new(RelayStats::default());
+    let stats = Arc::new(RelayStats {
+        outbound: outbound.counters(),
+        ..RelayStats::default()
+    });
     // What passed through is kept for replay, if the relay has a replay
     // endpoint (under the name `relay_outbound`).
     let mut replay = None;
@@ -248,6 +255,7 @@ async fn run_with(
     tracing::info!(
         forwarded = stats.forwarded.load(Ordering::Relaxed),
         dropped = stats.dropped.load(Ordering::Relaxed),
+        slow_subscriber_drops = stats.outbound.dropped.load(Ordering::Relaxed),
         "relay stopped"
     );
     Ok(stats)

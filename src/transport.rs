@@ -20,6 +20,7 @@
 //!   subscription has arrived before sending, and every send returns only once
 //!   the frames are written to the connection.
 
+mod fanout;
 mod zmtp;
 
 use crate::config::Keepalive;
@@ -136,23 +137,116 @@ fn tcp_listener(
     Ok(socket.into())
 }
 
-/// A bound PUB socket: fans each message out to every matching subscriber
-/// and drops for subscribers that fall too far behind, so a stalled reader
-/// never slows the others.
+pub use fanout::{PubCounters, PubLimits};
+
+/// A bound PUB socket (our own, see `fanout`): fans each message out to
+/// every matching subscriber and drops for subscribers that fall more than
+/// the high-water mark behind, so a stalled reader never slows the others.
 pub struct PubSocket {
+    fanout: fanout::Fanout,
+    counters: std::sync::Arc<PubCounters>,
+}
+
+impl PubSocket {
+    /// Binds a PUB socket to `endpoint` with `limits`.
+    pub async fn bind_with(
+        endpoint: &Endpoint,
+        keepalive: &Keepalive,
+        limits: PubLimits,
+    ) -> Result<PubSocket, TransportError> {
+        let failed = |reason: String| TransportError::Bind {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let (listener, bound) = match endpoint {
+            Endpoint::Tcp { host, port } => {
+                let host = match host.as_str() {
+                    "*" => "0.0.0.0",
+                    other => other.trim_start_matches('[').trim_end_matches(']'),
+                };
+                let listener =
+                    tcp_listener(host, *port, keepalive).map_err(|e| failed(e.to_string()))?;
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|e| failed(e.to_string()))?;
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .map_err(|e| failed(e.to_string()))?;
+                let bound = listener
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| format!("tcp://{a}").parse().ok())
+                    .unwrap_or_else(|| endpoint.clone());
+                (fanout::Listener::Tcp(listener), bound)
+            }
+            #[cfg(unix)]
+            Endpoint::Ipc(path) => {
+                let listener = unix_listener(path).map_err(|e| failed(e.to_string()))?;
+                (fanout::Listener::Unix(listener), endpoint.clone())
+            }
+            #[cfg(not(unix))]
+            Endpoint::Ipc(_) => return Err(failed("ipc:// needs a Unix system".into())),
+        };
+        let counters = std::sync::Arc::new(PubCounters::default());
+        Ok(PubSocket {
+            fanout: fanout::Fanout::start(listener, bound, limits, counters.clone()),
+            counters,
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn endpoint(&self) -> &Endpoint {
+        self.fanout.endpoint()
+    }
+
+    /// Live counters: subscribers, refused connections, dropped messages.
+    pub fn counters(&self) -> std::sync::Arc<PubCounters> {
+        self.counters.clone()
+    }
+
+    /// Queues one message for every matching subscriber.
+    pub async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
+        self.fanout.send(frames);
+        Ok(())
+    }
+
+    /// Writes what is queued (for at most the linger time), then unbinds.
+    pub async fn close(self) {
+        self.fanout.close().await;
+    }
+}
+
+/// Binds a Unix-domain listener at `path`, replacing a stale socket file
+/// that nothing listens on any more.
+#[cfg(unix)]
+fn unix_listener(path: &str) -> std::io::Result<tokio::net::UnixListener> {
+    match tokio::net::UnixListener::bind(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(error);
+            }
+            std::fs::remove_file(path)?;
+            tokio::net::UnixListener::bind(path)
+        }
+        other => other,
+    }
+}
+
+/// The `zeromq` crate's own PUB socket, bound: the raw-ZeroMQ baseline of
+/// the benchmarks.
+pub struct CratePubSocket {
     socket: zeromq::PubSocket,
     endpoint: Endpoint,
 }
 
-impl PubSocket {
+impl CratePubSocket {
     /// Binds a PUB socket to `endpoint`.
     pub async fn bind(
         endpoint: &Endpoint,
         keepalive: &Keepalive,
-    ) -> Result<PubSocket, TransportError> {
+    ) -> Result<CratePubSocket, TransportError> {
         let mut socket = zeromq::PubSocket::new();
         let endpoint = bind_socket(&mut socket, endpoint, keepalive).await?;
-        Ok(PubSocket { socket, endpoint })
+        Ok(CratePubSocket { socket, endpoint })
     }
 
     /// The address actually bound (port 0 resolved).
@@ -163,11 +257,6 @@ impl PubSocket {
     /// Queues one message for every subscriber.
     pub async fn send(&mut self, frames: Vec<Bytes>) -> Result<(), TransportError> {
         send_frames(&mut self.socket, frames).await
-    }
-
-    /// Unbinds and waits until the address is released.
-    pub async fn close(self) {
-        let _ = self.socket.close().await;
     }
 }
 

@@ -357,6 +357,137 @@ async fn relay_forwards_bytes_unchanged_and_drops_malformed() {
     assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zeromq_crates_sub_reads_our_publisher() {
+    let port = free_port();
+    let bus = Bus::new("", &format!("\"crate.test\" = \"tcp://127.0.0.1:{port}\""));
+    let publisher = Publisher::bind(&load(&bus), "crate.test").await.unwrap();
+    let mut sub = zeromq::SubSocket::new();
+    sub.connect(&format!("tcp://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    sub.subscribe("org.fedoraproject.dev.crate.").await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let message = loop {
+        publisher
+            .publish("skipped", "other", &json!({}))
+            .await
+            .unwrap();
+        publisher
+            .publish("probe", "crate", &json!({"n": 1}))
+            .await
+            .unwrap();
+        if let Ok(Ok(message)) = tokio::time::timeout(
+            Duration::from_millis(50),
+            zeromq::SocketRecv::recv(&mut sub),
+        )
+        .await
+        {
+            break message;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing arrived");
+    };
+    let frames = message.into_vec();
+    assert_eq!(frames.len(), 2);
+    assert_eq!(&frames[0][..], b"org.fedoraproject.dev.crate.probe");
+    let body: serde_json::Value = serde_json::from_slice(&frames[1]).unwrap();
+    assert_eq!(body["msg"]["n"], 1);
+    assert_eq!(
+        publisher
+            .counters()
+            .unwrap()
+            .subscribers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_loses_only_its_own_messages() {
+    // The relay's outbound side keeps at most 50 messages for a subscriber
+    // that does not read; the one that reads gets everything.
+    let bus = Bus::new("high_water_mark = 50", "");
+    let config = load(&bus);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let relay_config = config.clone();
+    let relay = tokio::spawn(async move {
+        fedmsg::relay::run(
+            &relay_config,
+            async {
+                let _ = stop_rx.await;
+            },
+            move |bound| {
+                let _ = ready_tx.send(bound.clone());
+            },
+        )
+        .await
+    });
+    ready_rx.await.unwrap();
+    // Subscribed, and never reads: the zeromq crate's SUB reads from the
+    // connection only when asked to.
+    let mut stalled = zeromq::SubSocket::new();
+    stalled
+        .connect(&format!("tcp://127.0.0.1:{}", bus.relay_out))
+        .await
+        .unwrap();
+    stalled.subscribe("").await.unwrap();
+    let mut subscription = Subscriber::from_config(&config).subscribe();
+    let publisher = Publisher::connect(&config).await.unwrap();
+    warm_up_on(&publisher, &mut subscription, "bench").await;
+    // 5,000 messages of 4 KiB: 20 MB, more than the kernel buffers hold.
+    let payload = "x".repeat(4096);
+    let count = 5_000u64;
+    let (progress, mut heard) = tokio::sync::watch::channel(0u64);
+    let reader = tokio::spawn(async move {
+        let mut seen = 0u64;
+        while seen < count {
+            match tokio::time::timeout(WAIT, subscription.next()).await {
+                Ok(Some(r)) if r.topic().ends_with(".data") => {
+                    seen += 1;
+                    let _ = progress.send(seen);
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        seen
+    });
+    // In windows of 25, each sent once the reader has the previous one, so
+    // the reader is never 50 behind; nothing waits for the stalled one.
+    let window = 25;
+    for start in (0..count).step_by(window) {
+        for n in start..start + window as u64 {
+            publisher
+                .publish("data", "bench", &json!({"n": n, "payload": payload}))
+                .await
+                .unwrap();
+        }
+        publisher.flush().await.unwrap();
+        let wanted = start + window as u64;
+        tokio::time::timeout(WAIT, heard.wait_for(|seen| *seen >= wanted))
+            .await
+            .expect("the reader keeps up")
+            .unwrap();
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        count,
+        "the reading subscriber got all"
+    );
+    stop_tx.send(()).unwrap();
+    let stats = relay.await.unwrap().unwrap();
+    let dropped = stats
+        .outbound
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped > 0,
+        "the stalled subscriber's queue overflowed and was counted"
+    );
+    drop(stalled);
+}
+
 #[test]
 fn blocking_publish_and_iterator() {
     let port = free_port();

@@ -27,11 +27,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Frame flag: more frames of this message follow.
-const MORE: u8 = 0x01;
+pub(crate) const MORE: u8 = 0x01;
 /// Frame flag: the size is 8 bytes.
 const LONG: u8 = 0x02;
 /// Frame flag: a command, not a message frame.
-const COMMAND: u8 = 0x04;
+pub(crate) const COMMAND: u8 = 0x04;
 /// Most frames one message may have (fedmsg's have two).
 const MAX_FRAMES: usize = 16;
 /// Largest command accepted (READY and PING are tiny).
@@ -42,7 +42,7 @@ const MIN_READ: usize = 2 * 1024;
 const MAX_READ: usize = 64 * 1024;
 
 /// A TCP or Unix-domain stream.
-enum Io {
+pub(crate) enum Io {
     Tcp(tokio::net::TcpStream),
     #[cfg(unix)]
     Unix(tokio::net::UnixStream),
@@ -109,7 +109,7 @@ fn greeting() -> [u8; 64] {
 }
 
 /// Appends one frame (flags and size chosen from `body`) to `out`.
-fn put_frame(out: &mut Vec<u8>, flags: u8, body: &[u8]) {
+pub(crate) fn put_frame(out: &mut Vec<u8>, flags: u8, body: &[u8]) {
     if body.len() > 255 {
         out.push(flags | LONG);
         out.extend_from_slice(&(body.len() as u64).to_be_bytes());
@@ -120,15 +120,15 @@ fn put_frame(out: &mut Vec<u8>, flags: u8, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-/// A READY command announcing a SUB socket.
-fn ready_command() -> Vec<u8> {
+/// A READY command announcing a socket of type `socket_type`.
+fn ready_command(socket_type: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(32);
     body.push(5);
     body.extend_from_slice(b"READY");
     body.push(11);
     body.extend_from_slice(b"Socket-Type");
-    body.extend_from_slice(&3u32.to_be_bytes());
-    body.extend_from_slice(b"SUB");
+    body.extend_from_slice(&(socket_type.len() as u32).to_be_bytes());
+    body.extend_from_slice(socket_type);
     let mut out = Vec::with_capacity(body.len() + 2);
     put_frame(&mut out, COMMAND, &body);
     out
@@ -203,52 +203,7 @@ impl SubConnection {
     }
 
     async fn handshake(&mut self, prefixes: &[String]) -> io::Result<()> {
-        let mut hello = greeting().to_vec();
-        hello.extend_from_slice(&ready_command());
-        self.io.write_all(&hello).await?;
-        let mut peer = [0u8; 64];
-        self.io.read_exact(&mut peer).await?;
-        if peer[0] != 0xff || peer[9] & 0x01 != 0x01 {
-            return Err(protocol("the peer does not speak ZMTP"));
-        }
-        if peer[10] < 3 {
-            return Err(protocol(format!("the peer speaks ZMTP {}.x", peer[10])));
-        }
-        let mechanism = &peer[12..32];
-        if !mechanism.starts_with(b"NULL") || mechanism[4..].iter().any(|&b| b != 0) {
-            let name = String::from_utf8_lossy(mechanism);
-            return Err(protocol(format!(
-                "the peer wants security mechanism {:?}",
-                name.trim_end_matches('\0')
-            )));
-        }
-        let command = self.read_command().await?;
-        let name_len = usize::from(*command.first().unwrap_or(&0));
-        let name = command.get(1..1 + name_len).unwrap_or_default();
-        match name {
-            b"READY" => {
-                let socket_type = property(&command[1 + name_len..], b"Socket-Type");
-                if !matches!(socket_type, Some(b"PUB") | Some(b"XPUB")) {
-                    let found = socket_type.map(String::from_utf8_lossy).unwrap_or_default();
-                    return Err(protocol(format!(
-                        "the peer is a {found:?} socket, not a publisher"
-                    )));
-                }
-            }
-            b"ERROR" => {
-                let reason = command.get(1 + name_len + 1..).unwrap_or_default();
-                return Err(protocol(format!(
-                    "the peer refused: {}",
-                    String::from_utf8_lossy(reason)
-                )));
-            }
-            other => {
-                return Err(protocol(format!(
-                    "expected READY, got {:?}",
-                    String::from_utf8_lossy(other)
-                )))
-            }
-        }
+        handshake(&mut self.io, &mut self.buffer, b"SUB", &[b"PUB", b"XPUB"]).await?;
         let mut subscriptions = Vec::new();
         for prefix in prefixes {
             let mut body = Vec::with_capacity(prefix.len() + 1);
@@ -258,43 +213,6 @@ impl SubConnection {
         }
         self.io.write_all(&subscriptions).await?;
         self.io.flush().await
-    }
-
-    /// Reads one command frame (during the handshake).
-    async fn read_command(&mut self) -> io::Result<Bytes> {
-        loop {
-            if let Some((flags, header, size)) = header(&self.buffer) {
-                if flags & COMMAND == 0 {
-                    return Err(protocol("expected a command frame"));
-                }
-                if size > MAX_COMMAND as u64 {
-                    return Err(protocol(format!("command of {size} bytes")));
-                }
-                let total = header + size as usize;
-                if self.buffer.len() >= total {
-                    self.buffer.advance(header);
-                    return Ok(self.buffer.split_to(size as usize).freeze());
-                }
-                self.buffer.reserve(total - self.buffer.len());
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// Reads more bytes; an orderly close is `UnexpectedEof`.
-    async fn fill(&mut self) -> io::Result<()> {
-        if self.buffer.capacity() - self.buffer.len() < self.read_size / 2 {
-            self.buffer.reserve(self.read_size);
-        }
-        let spare = self.buffer.capacity() - self.buffer.len();
-        let read = self.io.read_buf(&mut self.buffer).await?;
-        if read == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        if read == spare && self.read_size < MAX_READ {
-            self.read_size *= 2;
-        }
-        Ok(())
     }
 
     /// The next message: its frames, or why it was dropped. `Err` means
@@ -398,6 +316,97 @@ impl SubConnection {
     }
 }
 
+/// Greets the peer as a `socket_type` socket and reads its greeting and
+/// READY, which must name one of `peer_types`. What the peer sent after
+/// its READY stays in `buffer`.
+pub(crate) async fn handshake(
+    io: &mut Io,
+    buffer: &mut BytesMut,
+    socket_type: &[u8],
+    peer_types: &[&[u8]],
+) -> io::Result<()> {
+    let mut hello = greeting().to_vec();
+    hello.extend_from_slice(&ready_command(socket_type));
+    io.write_all(&hello).await?;
+    while buffer.len() < 64 {
+        if io.read_buf(buffer).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    let peer = buffer.split_to(64);
+    if peer[0] != 0xff || peer[9] & 0x01 != 0x01 {
+        return Err(protocol("the peer does not speak ZMTP"));
+    }
+    if peer[10] < 3 {
+        return Err(protocol(format!("the peer speaks ZMTP {}.x", peer[10])));
+    }
+    let mechanism = &peer[12..32];
+    if !mechanism.starts_with(b"NULL") || mechanism[4..].iter().any(|&b| b != 0) {
+        let name = String::from_utf8_lossy(mechanism);
+        return Err(protocol(format!(
+            "the peer wants security mechanism {:?}",
+            name.trim_end_matches('\0')
+        )));
+    }
+    let command = loop {
+        if let Some((flags, body)) = take_frame(buffer, MAX_COMMAND)? {
+            if flags & COMMAND == 0 {
+                return Err(protocol("expected a command frame"));
+            }
+            break body;
+        }
+        if io.read_buf(buffer).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    };
+    let name_len = usize::from(*command.first().unwrap_or(&0));
+    let name = command.get(1..1 + name_len).unwrap_or_default();
+    match name {
+        b"READY" => {
+            let found = property(&command[1 + name_len..], b"Socket-Type");
+            if !found.is_some_and(|t| peer_types.contains(&t)) {
+                let found = found.map(String::from_utf8_lossy).unwrap_or_default();
+                return Err(protocol(format!(
+                    "the peer is a {found:?} socket, which does not pair with {}",
+                    String::from_utf8_lossy(socket_type)
+                )));
+            }
+            Ok(())
+        }
+        b"ERROR" => {
+            let reason = command.get(1 + name_len + 1..).unwrap_or_default();
+            Err(protocol(format!(
+                "the peer refused: {}",
+                String::from_utf8_lossy(reason)
+            )))
+        }
+        other => Err(protocol(format!(
+            "expected READY, got {:?}",
+            String::from_utf8_lossy(other)
+        ))),
+    }
+}
+
+/// Takes one whole frame (flags, body) off the front of `buffer`, if it
+/// holds one; a frame larger than `max` is a protocol error.
+pub(crate) fn take_frame(buffer: &mut BytesMut, max: usize) -> io::Result<Option<(u8, Bytes)>> {
+    let Some((flags, header, size)) = header(buffer) else {
+        return Ok(None);
+    };
+    if size > max as u64 {
+        return Err(protocol(format!(
+            "a frame of {size} bytes, expected at most {max}"
+        )));
+    }
+    let total = header + size as usize;
+    if buffer.len() < total {
+        buffer.reserve(total - buffer.len());
+        return Ok(None);
+    }
+    buffer.advance(header);
+    Ok(Some((flags, buffer.split_to(size as usize).freeze())))
+}
+
 /// Ends a message that is being dropped, returning why.
 fn finish_bad(partial: &mut Partial) -> DecodeError {
     let count = std::mem::take(&mut partial.count);
@@ -455,7 +464,7 @@ mod tests {
 
     #[test]
     fn properties_are_found_by_name() {
-        let ready = ready_command();
+        let ready = ready_command(b"SUB");
         let body = &ready[2..];
         assert_eq!(&body[..6], b"\x05READY");
         assert_eq!(property(&body[6..], b"socket-type"), Some(&b"SUB"[..]));
