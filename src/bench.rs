@@ -537,6 +537,13 @@ fn write_config(
         );
         certnames = certnames.replace("bench0.host", "relay_inbound");
     }
+    // A fedmsg-tail process reads slower than an in-process publisher
+    // sends flat out; let the whole run wait for it, so that the row
+    // measures the tail's own pace rather than the high-water mark.
+    if scenario.processes && !scenario.relay {
+        let hwm = scenario.messages.max(100_000);
+        keys.push_str(&format!("high_water_mark = {hwm}\n"));
+    }
     let text = format!("{keys}{relay_keys}[endpoints]\n{endpoints}[certnames]\n{certnames}");
     let path = dir.join("bench.toml");
     std::fs::write(&path, text).map_err(setup)?;

@@ -139,6 +139,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "zmq_reconnect_ivl",
     "zmq_reconnect_ivl_max",
     "max_message_size",
+    "gateway_host",
+    "gateway_port",
+    "gateway_high_water_mark",
+    "gateway_max_readers",
 ];
 
 /// Keys whose value is a table with free-form keys (checked entry by entry).
@@ -223,6 +227,23 @@ pub struct RawConfig {
     pub zmq_reconnect_ivl: Option<u64>,
     pub zmq_reconnect_ivl_max: Option<u64>,
     pub max_message_size: Option<u64>,
+    pub gateway_host: Option<String>,
+    pub gateway_port: Option<u16>,
+    pub gateway_high_water_mark: Option<u64>,
+    pub gateway_max_readers: Option<u64>,
+}
+
+/// Where and how `fedmsg-gateway` serves outside readers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Address to bind (`*` is every interface).
+    pub host: String,
+    /// Port to bind (fedmsg's `fedmsg.consumers.gateway.port`).
+    pub port: u16,
+    /// Most messages waiting for one reader before its messages are dropped.
+    pub high_water_mark: usize,
+    /// Most readers connected at once.
+    pub max_readers: usize,
 }
 
 /// TCP keepalive settings for sockets (fedmsg's `zmq_tcp_keepalive*`).
@@ -306,6 +327,8 @@ pub struct Config {
     pub timeout: Duration,
     /// Largest accepted body, in bytes.
     pub max_message_size: usize,
+    /// `fedmsg-gateway`'s outward port and limits.
+    pub gateway: GatewayConfig,
     /// The merged TOML, for `fedmsg-config`.
     pub merged: Table,
     /// The sources that were read, in order.
@@ -699,6 +722,14 @@ fn check_value(
         return Err(invalid("max_message_size must be positive".into(), shown));
     }
     for (name, value) in [
+        ("gateway_high_water_mark", raw.gateway_high_water_mark),
+        ("gateway_max_readers", raw.gateway_max_readers),
+    ] {
+        if value == Some(0) {
+            return Err(invalid(format!("{name} must be at least 1"), shown));
+        }
+    }
+    for (name, value) in [
         ("post_init_sleep", raw.post_init_sleep),
         ("timeout", raw.timeout),
     ] {
@@ -850,6 +881,18 @@ fn resolve(raw: RawConfig, merged: Table, sources: Vec<Source>) -> Result<Config
             .max_message_size
             .unwrap_or(1 << 20)
             .min(usize::MAX as u64) as usize,
+        gateway: GatewayConfig {
+            host: raw.gateway_host.unwrap_or_else(|| "*".into()),
+            port: raw.gateway_port.unwrap_or(9940),
+            high_water_mark: raw
+                .gateway_high_water_mark
+                .unwrap_or(10_000)
+                .min(usize::MAX as u64) as usize,
+            max_readers: raw
+                .gateway_max_readers
+                .unwrap_or(1_000)
+                .min(usize::MAX as u64) as usize,
+        },
         merged,
         sources,
     })

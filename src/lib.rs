@@ -25,12 +25,15 @@
 //! * [`publish`]: the [`Publisher`] handle and the blocking [`publish()`].
 //! * [`subscribe`]: the [`Subscription`] stream over every endpoint.
 //! * [`relay`]: `fedmsg-relay`, active publishers in, subscribers out.
+//! * [`gateway`]: `fedmsg-gateway`, the whole bus out on one port for
+//!   outside readers, with a high-water mark and a reader cap.
 //! * [`replay`]: kept history and fedmsg's REQ/REP replay protocol.
 //! * [`sequence`]: per-incarnation sequence tracking, gaps and duplicates.
 //! * [`tail`], [`logger`], [`announce`], [`trigger`], [`meta`], [`verify`],
 //!   [`bench`]: the command-line tools' behaviour.
 //! * [`cli`]: flags, logging and exit codes shared by the binaries.
-//! * `transport` (private): the only module that touches the `zeromq` crate.
+//! * `transport` (private): sockets. Our own ZMTP 3.0 for subscribers and
+//!   bound publishers; the only module that touches the `zeromq` crate.
 
 #![warn(missing_docs)]
 
@@ -42,6 +45,7 @@ pub mod config;
 pub mod crypto;
 pub mod endpoint;
 pub mod envelope;
+pub mod gateway;
 pub mod logger;
 pub mod meta;
 pub mod publish;

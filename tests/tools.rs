@@ -295,3 +295,162 @@ fn trigger_without_a_command_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("You must provide a --command to run."));
 }
+
+/// The number after `key=` in a log line.
+fn logged_count(text: &str, key: &str) -> u64 {
+    let needle = format!("{key}=");
+    text.split(needle.as_str())
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_outlives_a_reader_that_stops_reading() {
+    use futures::StreamExt;
+    use zeromq::Socket;
+    let (publisher_port, gateway_port) = (crate::util::free_port(), crate::util::free_port());
+    let bus = Bus::new(
+        &format!(
+            "gateway_host = \"127.0.0.1\"\ngateway_port = {gateway_port}\ngateway_high_water_mark = 50\ngateway_max_readers = 2"
+        ),
+        &format!("\"pub.test\" = \"tcp://127.0.0.1:{publisher_port}\""),
+    );
+    let mut gateway = Proc::spawn({
+        let mut command = bus.command("fedmsg-gateway");
+        command.arg("-v");
+        command
+    });
+    let ready = tokio::task::block_in_place(|| gateway.wait_stderr("ready", WAIT));
+    assert!(
+        ready.contains(&format!("127.0.0.1:{gateway_port}")),
+        "{ready}"
+    );
+    let config = fedmsg::Loader::new()
+        .file(Some(bus.config.clone()))
+        .load()
+        .unwrap();
+    let publisher = fedmsg::Publisher::bind(&config, "pub.test").await.unwrap();
+    // Reader one subscribes and never reads (the zeromq crate's SUB reads
+    // from the connection only when asked).
+    let mut stalled = zeromq::SubSocket::new();
+    stalled
+        .connect(&format!("tcp://127.0.0.1:{gateway_port}"))
+        .await
+        .unwrap();
+    stalled.subscribe("").await.unwrap();
+    // Reader two reads everything.
+    let outside = fedmsg::Endpoint::Tcp {
+        host: "127.0.0.1".into(),
+        port: gateway_port,
+    };
+    let mut reader = fedmsg::Subscriber::new(vec![("gateway".into(), outside)]).subscribe();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        publisher
+            .publish("probe", "gw", &serde_json::json!({}))
+            .await
+            .unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), reader.next()).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing came through the gateway"
+        );
+    }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), reader.next()).await {}
+    // A third reader is one too many: its connection is closed at once.
+    let mut third = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
+        .await
+        .unwrap();
+    let mut byte = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut third, &mut byte))
+        .await
+        .expect("the refused reader's connection closes");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "refused, not greeted: {read:?}"
+    );
+    // 3,000 messages of 8 KiB (24 MB, more than the stalled reader's
+    // kernel buffers hold), in windows the reading reader keeps up with.
+    let payload = "x".repeat(8192);
+    let count = 3_000u64;
+    let window = 25u64;
+    let mut seen = 0u64;
+    for start in (0..count).step_by(window as usize) {
+        for n in start..start + window {
+            publisher
+                .publish(
+                    "data",
+                    "gw",
+                    &serde_json::json!({"n": n, "payload": payload}),
+                )
+                .await
+                .unwrap();
+        }
+        while seen < start + window {
+            match tokio::time::timeout(WAIT, reader.next()).await {
+                Ok(Some(r)) if r.topic().ends_with("gw.data") => {
+                    assert_eq!(r.message.msg()["n"], seen, "in order, none missing");
+                    seen += 1;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("the reading reader stalled at {seen}: {other:?}"),
+            }
+        }
+    }
+    gateway.interrupt();
+    let status = tokio::task::block_in_place(|| gateway.wait_exit(WAIT));
+    assert!(status.success(), "{}", gateway.stderr_text());
+    let log = gateway.stderr_text();
+    assert!(logged_count(&log, "forwarded") >= count, "{log}");
+    assert!(
+        logged_count(&log, "slow_reader_drops") > 0,
+        "the stalled reader's messages were dropped and counted: {log}"
+    );
+    assert_eq!(logged_count(&log, "readers_refused"), 1, "{log}");
+    drop(stalled);
+}
+
+#[test]
+fn every_command_has_help_and_version() {
+    for name in [
+        "fedmsg-tail",
+        "fedmsg-logger",
+        "fedmsg-relay",
+        "fedmsg-signing-relay",
+        "fedmsg-gateway",
+        "fedmsg-announce",
+        "fedmsg-trigger",
+        "fedmsg-config",
+        "fedmsg-verify",
+        "fedmsg-certs",
+        "fedmsg-bench",
+    ] {
+        let help = std::process::Command::new(crate::util::bin(name))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.status.success(),
+            "{name} --help: {}",
+            String::from_utf8_lossy(&help.stderr)
+        );
+        assert!(text.contains("Usage:"), "{name} --help: {text}");
+        let version = std::process::Command::new(crate::util::bin(name))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(version.status.success(), "{name} --version");
+        assert_eq!(
+            String::from_utf8_lossy(&version.stdout).trim(),
+            format!("{name} {}", env!("CARGO_PKG_VERSION")),
+        );
+    }
+}

@@ -27,6 +27,7 @@ pub fn bin(name: &str) -> PathBuf {
         "fedmsg-announce" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-announce")),
         "fedmsg-signing-relay" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-signing-relay")),
         "fedmsg-trigger" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-trigger")),
+        "fedmsg-gateway" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-gateway")),
         other => panic!("unknown binary {other}"),
     }
 }
