@@ -454,3 +454,36 @@ fn every_command_has_help_and_version() {
         );
     }
 }
+
+#[test]
+fn systemd_units_start_our_commands_with_flags_they_know() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/systemd");
+    let mut units = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap_or_else(|| panic!("{} has no ExecStart", path.display()));
+        let mut words = exec.split_whitespace();
+        let program = words.next().unwrap();
+        let name = program.rsplit('/').next().unwrap();
+        assert_eq!(program, format!("/usr/bin/{name}"), "{}", path.display());
+        let help = std::process::Command::new(crate::util::bin(name))
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        for flag in words.filter(|w| w.starts_with("--")) {
+            assert!(
+                help.contains(flag),
+                "{}: {name} has no {flag}",
+                path.display()
+            );
+        }
+        assert!(text.contains("[Install]"), "{}", path.display());
+        units += 1;
+    }
+    assert_eq!(units, 3, "relay, gateway and trigger units");
+}
