@@ -72,6 +72,23 @@ async fn send_frames<S: SocketSend>(
         .map_err(|e| TransportError::Send(e.to_string()))
 }
 
+/// The host to bind for an endpoint's host: `*` is every interface.
+fn bind_host(host: &str) -> &str {
+    match host {
+        "*" => "0.0.0.0",
+        other => other.trim_start_matches('[').trim_end_matches(']'),
+    }
+}
+
+/// The host to connect to for an endpoint's host: `*` is this machine, as
+/// fedmsg's hub reads it.
+pub(crate) fn connect_host(host: &str) -> &str {
+    match host {
+        "*" => "127.0.0.1",
+        other => other.trim_start_matches('[').trim_end_matches(']'),
+    }
+}
+
 /// Binds `endpoint` on `socket`, applying keepalive to TCP listeners.
 async fn bind_socket<S: Socket>(
     socket: &mut S,
@@ -84,10 +101,7 @@ async fn bind_socket<S: Socket>(
     };
     let bound = match endpoint {
         Endpoint::Tcp { host, port } => {
-            let host = match host.as_str() {
-                "*" => "0.0.0.0",
-                other => other.trim_start_matches('[').trim_end_matches(']'),
-            };
+            let host = bind_host(host);
             let listener =
                 tcp_listener(host, *port, keepalive).map_err(|e| failed(e.to_string()))?;
             socket
@@ -160,10 +174,7 @@ impl PubSocket {
         };
         let (listener, bound) = match endpoint {
             Endpoint::Tcp { host, port } => {
-                let host = match host.as_str() {
-                    "*" => "0.0.0.0",
-                    other => other.trim_start_matches('[').trim_end_matches(']'),
-                };
+                let host = bind_host(host);
                 let listener =
                     tcp_listener(host, *port, keepalive).map_err(|e| failed(e.to_string()))?;
                 listener
@@ -649,11 +660,7 @@ fn keepalive_connections(peers: &[std::net::SocketAddr], keepalive: &Keepalive) 
 async fn resolve(endpoint: &Endpoint) -> Vec<std::net::SocketAddr> {
     match endpoint {
         Endpoint::Tcp { host, port } => {
-            let host = if host == "*" {
-                "127.0.0.1"
-            } else {
-                host.trim_start_matches('[').trim_end_matches(']')
-            };
+            let host = connect_host(host);
             tokio::net::lookup_host((host, *port))
                 .await
                 .map(Iterator::collect)
@@ -843,11 +850,7 @@ pub async fn run_connected_sub(
         }
         interval = backoff.initial;
         if let Endpoint::Tcp { host, port } = &endpoint {
-            let host = if host == "*" {
-                "127.0.0.1"
-            } else {
-                host.trim_start_matches('[').trim_end_matches(']')
-            };
+            let host = connect_host(host);
             if let Ok(peers) = tokio::net::lookup_host((host, *port)).await {
                 keepalive_connections(&peers.collect::<Vec<_>>(), &keepalive);
             }

@@ -285,10 +285,19 @@ async fn bad_input_is_logged_counted_and_skipped() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_forwards_bytes_unchanged_and_drops_malformed() {
-    let bus = Bus::new("", "");
-    let config = load(&bus);
+type RelayTask = tokio::task::JoinHandle<
+    Result<std::sync::Arc<fedmsg::relay::RelayStats>, fedmsg::relay::RelayError>,
+>;
+
+/// Runs a relay in this process; returns once it is bound, with what stops
+/// it and its task.
+async fn relay_task(
+    config: &Config,
+) -> (
+    fedmsg::relay::Bound,
+    tokio::sync::oneshot::Sender<()>,
+    RelayTask,
+) {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let relay_config = config.clone();
@@ -304,7 +313,14 @@ async fn relay_forwards_bytes_unchanged_and_drops_malformed() {
         )
         .await
     });
-    let bound = ready_rx.await.unwrap();
+    (ready_rx.await.unwrap(), stop_tx, relay)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_forwards_bytes_unchanged_and_drops_malformed() {
+    let bus = Bus::new("", "");
+    let config = load(&bus);
+    let (bound, stop_tx, relay) = relay_task(&config).await;
     assert_eq!(bound.outbound, endpoint(bus.relay_out));
     let mut subscription = Subscriber::from_config(&config).subscribe();
     // A raw active publisher, as Python's logger is.
@@ -408,22 +424,7 @@ async fn a_stalled_subscriber_loses_only_its_own_messages() {
     // that does not read; the one that reads gets everything.
     let bus = Bus::new("high_water_mark = 50", "");
     let config = load(&bus);
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let relay_config = config.clone();
-    let relay = tokio::spawn(async move {
-        fedmsg::relay::run(
-            &relay_config,
-            async {
-                let _ = stop_rx.await;
-            },
-            move |bound| {
-                let _ = ready_tx.send(bound.clone());
-            },
-        )
-        .await
-    });
-    ready_rx.await.unwrap();
+    let (_, stop_tx, relay) = relay_task(&config).await;
     // Subscribed, and never reads: the zeromq crate's SUB reads from the
     // connection only when asked to.
     let mut stalled = zeromq::SubSocket::new();

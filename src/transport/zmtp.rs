@@ -432,11 +432,7 @@ fn header(buffer: &[u8]) -> Option<(u8, usize, u64)> {
 async fn open(endpoint: &Endpoint, keepalive: &Keepalive) -> io::Result<Io> {
     match endpoint {
         Endpoint::Tcp { host, port } => {
-            let host = if host == "*" {
-                "127.0.0.1"
-            } else {
-                host.trim_start_matches('[').trim_end_matches(']')
-            };
+            let host = super::connect_host(host);
             let stream = tokio::net::TcpStream::connect((host, *port)).await?;
             stream.set_nodelay(true)?;
             if keepalive.enabled {
