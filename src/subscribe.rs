@@ -423,6 +423,13 @@ impl Reader {
             .unwrap_or_default()
     }
 
+    /// Counts and logs a malformed message from endpoint `index`.
+    fn malformed(&self, index: usize, error: &DecodeError) {
+        self.stats.count_invalid(error);
+        let endpoint = self.endpoint_label(index);
+        tracing::warn!(endpoint = %endpoint, reason = error.label(), error = %error, "dropped malformed message");
+    }
+
     /// Counts and logs a message that failed validation.
     fn reject(&self, endpoint: &str, message: &Message, reason: &crate::crypto::Reason) {
         self.stats.count_rejected(reason.label());
@@ -514,18 +521,10 @@ impl Reader {
                 SubEvent::Frames(index, frames) => {
                     match Message::decode(&frames, self.settings.max_message_size) {
                         Ok(message) => decoded.push((index, message)),
-                        Err(error) => {
-                            self.stats.count_invalid(&error);
-                            let endpoint = self.endpoint_label(index);
-                            tracing::warn!(endpoint = %endpoint, reason = error.label(), error = %error, "dropped malformed message");
-                        }
+                        Err(error) => self.malformed(index, &error),
                     }
                 }
-                SubEvent::Invalid(index, error) => {
-                    self.stats.count_invalid(&error);
-                    let endpoint = self.endpoint_label(index);
-                    tracing::warn!(endpoint = %endpoint, reason = error.label(), error = %error, "dropped malformed message");
-                }
+                SubEvent::Invalid(index, error) => self.malformed(index, &error),
                 SubEvent::Connected(index) => {
                     self.stats.connected.fetch_add(1, Ordering::Relaxed);
                     if let Some((name, endpoint)) = self.settings.endpoints.get(index) {

@@ -730,29 +730,27 @@ enum Link {
     Open(zmtp::SubConnection),
 }
 
-impl EndpointEvents {
-    /// An attempt that waits `wait` first.
-    fn attempt(&self, wait: Duration) -> Link {
-        let endpoint = self.endpoint.clone();
-        let options = self.options.clone();
-        let interval = wait.max(options.backoff.initial);
-        Link::Connecting(
-            Box::pin(async move {
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                zmtp::SubConnection::connect(
-                    &endpoint,
-                    &options.prefixes,
-                    &options.keepalive,
-                    interval.max(MIN_HANDSHAKE),
-                    options.max_frame,
-                )
-                .await
-            }),
-            wait,
-        )
-    }
+/// A connection attempt to `endpoint` that waits `wait` first.
+fn attempt(endpoint: &Endpoint, options: &std::sync::Arc<SubOptions>, wait: Duration) -> Link {
+    let endpoint = endpoint.clone();
+    let options = options.clone();
+    let interval = wait.max(options.backoff.initial);
+    Link::Connecting(
+        Box::pin(async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            zmtp::SubConnection::connect(
+                &endpoint,
+                &options.prefixes,
+                &options.keepalive,
+                interval.max(MIN_HANDSHAKE),
+                options.max_frame,
+            )
+            .await
+        }),
+        wait,
+    )
 }
 
 impl futures::Stream for EndpointEvents {
@@ -766,7 +764,7 @@ impl futures::Stream for EndpointEvents {
         let this = self.get_mut();
         loop {
             match &mut this.link {
-                Link::Connecting(attempt, wait) => match attempt.as_mut().poll(cx) {
+                Link::Connecting(pending, wait) => match pending.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(connection)) => {
                         this.link = Link::Open(connection);
@@ -779,7 +777,7 @@ impl futures::Stream for EndpointEvents {
                             (*wait * 2).min(this.options.backoff.max)
                         };
                         tracing::debug!(endpoint = %this.endpoint, %error, retry_ms = next.as_millis() as u64, "publisher not reachable yet");
-                        this.link = this.attempt(next);
+                        this.link = attempt(&this.endpoint, &this.options, next);
                     }
                 },
                 Link::Open(connection) => {
@@ -790,7 +788,7 @@ impl futures::Stream for EndpointEvents {
                         }
                         Err(error) => {
                             tracing::debug!(endpoint = %this.endpoint, %error, "connection ended");
-                            this.link = this.attempt(Duration::ZERO);
+                            this.link = attempt(&this.endpoint, &this.options, Duration::ZERO);
                             Poll::Ready(Some(SubEvent::Disconnected(this.index)))
                         }
                     };
@@ -805,14 +803,12 @@ fn endpoint_events(
     endpoint: Endpoint,
     options: std::sync::Arc<SubOptions>,
 ) -> EndpointEvents {
-    let mut events = EndpointEvents {
+    EndpointEvents {
         index,
+        link: attempt(&endpoint, &options, Duration::ZERO),
         endpoint,
         options,
-        link: Link::Connecting(Box::pin(futures::future::pending()), Duration::ZERO),
-    };
-    events.link = events.attempt(Duration::ZERO);
-    events
+    }
 }
 
 /// Runs one `zeromq` crate SUB socket connected to `endpoint` until

@@ -135,7 +135,10 @@ impl Fanout {
             return;
         };
         let mut gone = false;
-        let mut matching = Vec::new();
+        // Each match gets the frames once the next match is known: the
+        // last one takes them, the others a copy of the handles (the bytes
+        // are shared). No allocation beyond those copies.
+        let mut previous: Option<usize> = None;
         for (index, peer) in peers.iter().enumerate() {
             let wanted = peer
                 .prefixes
@@ -143,28 +146,29 @@ impl Fanout {
                 .map(|p| p.iter().any(|prefix| topic.starts_with(prefix)))
                 .unwrap_or(false);
             if wanted {
-                matching.push(index);
+                if let Some(earlier) = previous.replace(index) {
+                    gone |= self.offer(&peers[earlier], frames.clone());
+                }
             }
         }
-        // The last match takes the frames themselves; the others a copy
-        // of the handles (the bytes are shared).
-        let mut frames = Some(frames);
-        for (n, &index) in matching.iter().enumerate() {
-            let message = if n + 1 == matching.len() {
-                frames.take().unwrap_or_default()
-            } else {
-                frames.clone().unwrap_or_default()
-            };
-            match peers[index].queue.try_send(message) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => gone = true,
-            }
+        if let Some(last) = previous {
+            gone |= self.offer(&peers[last], frames);
         }
         if gone {
             peers.retain(|peer| !peer.queue.is_closed());
+        }
+    }
+
+    /// Queues `frames` for `peer`, counting a drop at its high-water mark;
+    /// true when the peer is gone.
+    fn offer(&self, peer: &Peer, frames: Vec<Bytes>) -> bool {
+        match peer.queue.try_send(frames) {
+            Ok(()) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
         }
     }
 

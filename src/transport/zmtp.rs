@@ -264,39 +264,28 @@ impl SubConnection {
             let Some((flags, header, size)) = header(&self.buffer) else {
                 return Ok(None);
             };
-            if flags & COMMAND != 0 {
-                // PING, or properties after the handshake: nothing to do.
-                if size > MAX_COMMAND as u64 {
-                    return Err(protocol(format!("command of {size} bytes")));
-                }
-                let total = header + size as usize;
-                if self.buffer.len() < total {
-                    self.buffer.reserve(total - self.buffer.len());
-                    return Ok(None);
-                }
-                self.buffer.advance(total);
-                continue;
-            }
-            let more = flags & MORE != 0;
-            partial.count += 1;
-            if size > self.limit as u64 {
+            let command = flags & COMMAND != 0;
+            if !command && size > self.limit as u64 {
                 self.buffer.advance(header);
+                partial.count += 1;
                 partial.frames.clear();
                 partial.bad.get_or_insert(DecodeError::TooLarge {
                     size: usize::try_from(size).unwrap_or(usize::MAX),
                     limit: self.limit,
                 });
                 partial.skip = size;
-                partial.skip_more = more;
+                partial.skip_more = flags & MORE != 0;
                 continue;
             }
-            let total = header + size as usize;
-            if self.buffer.len() < total {
-                self.buffer.reserve(total - self.buffer.len());
+            let max = if command { MAX_COMMAND } else { self.limit };
+            let Some((flags, frame)) = take_frame(&mut self.buffer, max)? else {
                 return Ok(None);
+            };
+            if command {
+                continue; // PING, or properties after the handshake.
             }
-            self.buffer.advance(header);
-            let frame = self.buffer.split_to(size as usize).freeze();
+            let more = flags & MORE != 0;
+            partial.count += 1;
             if partial.bad.is_none() {
                 if partial.frames.len() < MAX_FRAMES {
                     partial.frames.push(frame);
