@@ -1,7 +1,6 @@
 //! fedmsg-gateway: re-publishes the whole bus, verbatim, on one bound port
 //! (`gateway_port`, default 9940) for readers outside the deployment.
 
-use anyhow::Context;
 use clap::Parser;
 use fedmsg::cli::{self, ConfigArgs};
 use std::process::ExitCode;
@@ -50,29 +49,18 @@ fn main() -> ExitCode {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
         loader = loader.flag("--max-readers", "gateway_max_readers", n);
     }
-    let config = match loader.load() {
-        Ok(config) => config,
-        Err(e) => return cli::fail("fedmsg-gateway", cli::EXIT_USAGE, e),
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return cli::fail("fedmsg-gateway", cli::EXIT_FAILURE, e),
-    };
     let quiet = args.config.quiet > 0;
-    let result = runtime.block_on(async {
-        fedmsg::gateway::run(&config, cli::shutdown_signal(), |bound| {
-            if !quiet {
-                eprintln!("fedmsg-gateway: ready: outbound {bound}");
-            }
-        })
-        .await
-        .context("gateway failed")
-    });
-    match result {
-        Ok(_) => ExitCode::from(cli::EXIT_OK),
-        Err(e) => {
-            cli::report("fedmsg-gateway", &e);
-            ExitCode::from(cli::EXIT_FAILURE)
-        }
-    }
+    cli::serve(
+        "fedmsg-gateway",
+        loader.load(),
+        "gateway failed",
+        |config| async move {
+            fedmsg::gateway::run(&config, cli::shutdown_signal(), |bound| {
+                if !quiet {
+                    eprintln!("fedmsg-gateway: ready: outbound {bound}");
+                }
+            })
+            .await
+        },
+    )
 }

@@ -1,7 +1,6 @@
 //! fedmsg-relay: forwards what active publishers (fedmsg-logger, scripts)
 //! send to `relay_inbound` onto `endpoints.relay_outbound`.
 
-use anyhow::Context;
 use clap::Parser;
 use fedmsg::cli::{self, ConfigArgs};
 use std::process::ExitCode;
@@ -22,29 +21,18 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     args.config.init_logging();
-    let config = match args.config.load() {
-        Ok(config) => config,
-        Err(e) => return cli::fail("fedmsg-relay", cli::EXIT_USAGE, e),
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return cli::fail("fedmsg-relay", cli::EXIT_FAILURE, e),
-    };
     let quiet = args.config.quiet > 0;
-    let result = runtime.block_on(async {
-        fedmsg::relay::run(&config, cli::shutdown_signal(), |bound| {
-            if !quiet {
-                cli::say_ready("fedmsg-relay", bound);
-            }
-        })
-        .await
-        .context("relay failed")
-    });
-    match result {
-        Ok(_) => ExitCode::from(cli::EXIT_OK),
-        Err(e) => {
-            cli::report("fedmsg-relay", &e);
-            ExitCode::from(cli::EXIT_FAILURE)
-        }
-    }
+    cli::serve(
+        "fedmsg-relay",
+        args.config.load(),
+        "relay failed",
+        |config| async move {
+            fedmsg::relay::run(&config, cli::shutdown_signal(), |bound| {
+                if !quiet {
+                    cli::say_ready("fedmsg-relay", bound);
+                }
+            })
+            .await
+        },
+    )
 }

@@ -1,7 +1,6 @@
 //! fedmsg-signing-relay: fedmsg-relay that signs what it forwards with the
 //! certificate `certnames.signing_relay` names.
 
-use anyhow::Context;
 use clap::Parser;
 use fedmsg::cli::{self, ConfigArgs};
 use std::process::ExitCode;
@@ -24,29 +23,18 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     args.config.init_logging();
-    let config = match args.config.load() {
-        Ok(config) => config,
-        Err(e) => return cli::fail("fedmsg-signing-relay", cli::EXIT_USAGE, e),
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return cli::fail("fedmsg-signing-relay", cli::EXIT_FAILURE, e),
-    };
     let quiet = args.config.quiet > 0;
-    let result = runtime.block_on(async {
-        fedmsg::relay::run_signing(&config, cli::shutdown_signal(), |bound| {
-            if !quiet {
-                cli::say_ready("fedmsg-signing-relay", bound);
-            }
-        })
-        .await
-        .context("signing relay failed")
-    });
-    match result {
-        Ok(_) => ExitCode::from(cli::EXIT_OK),
-        Err(e) => {
-            cli::report("fedmsg-signing-relay", &e);
-            ExitCode::from(cli::EXIT_FAILURE)
-        }
-    }
+    cli::serve(
+        "fedmsg-signing-relay",
+        args.config.load(),
+        "signing relay failed",
+        |config| async move {
+            fedmsg::relay::run_signing(&config, cli::shutdown_signal(), |bound| {
+                if !quiet {
+                    cli::say_ready("fedmsg-signing-relay", bound);
+                }
+            })
+            .await
+        },
+    )
 }

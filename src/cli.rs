@@ -160,6 +160,35 @@ pub fn report(program: &str, error: &anyhow::Error) {
     eprintln!("{program}: error: {error:#}");
 }
 
+/// Runs a long-lived service binary's entry point: `config` as loaded (an
+/// error is a usage error, exit 2), a tokio runtime, then `service` until it
+/// returns (after Ctrl-C or SIGTERM, which it is expected to wait for); its
+/// error is printed as one line with `what` as context, exit 1.
+pub fn serve<C, F, T, E>(
+    program: &str,
+    config: Result<Config, C>,
+    what: &'static str,
+    service: impl FnOnce(Config) -> F,
+) -> std::process::ExitCode
+where
+    C: Into<anyhow::Error>,
+    F: std::future::Future<Output = Result<T, E>>,
+    E: Into<anyhow::Error>,
+{
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return fail(program, EXIT_USAGE, e),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(program, EXIT_FAILURE, e),
+    };
+    match runtime.block_on(service(config)).map_err(Into::into) {
+        Ok(_) => std::process::ExitCode::from(EXIT_OK),
+        Err(e) => fail(program, EXIT_FAILURE, e.context(what)),
+    }
+}
+
 /// The line a relay prints on standard error once it is bound (tests and
 /// scripts wait for it).
 pub fn say_ready(program: &str, bound: &crate::relay::Bound) {
