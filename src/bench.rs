@@ -108,6 +108,9 @@ pub struct Side {
     pub rss_tenth_mib: Option<f64>,
     /// Resident memory at the end of the run, MiB.
     pub rss_end_mib: Option<f64>,
+    /// Resident memory at each tenth of the run (1/10 to 10/10), MiB:
+    /// the trend after warm-up, rather than two points.
+    pub rss_deciles_mib: Vec<f64>,
 }
 
 /// Latency percentiles, microseconds.
@@ -467,6 +470,7 @@ fn summarise(
             peak_rss_mib: peak_rss_mib(),
             rss_tenth_mib: None,
             rss_end_mib: None,
+            rss_deciles_mib: Vec::new(),
         }],
     }
 }
@@ -1087,16 +1091,22 @@ impl Children {
                 .lock()
                 .map(|s| s.clone())
                 .unwrap_or_default();
-            let tenth = self.data_start.and_then(|start| {
-                let at = start + end.saturating_duration_since(start) / 10;
-                samples.iter().find(|(t, _)| *t >= at).map(|(_, rss)| *rss)
-            });
+            let at = |tenths: u32| {
+                self.data_start.and_then(|start| {
+                    let at = start + end.saturating_duration_since(start) * tenths / 10;
+                    samples.iter().find(|(t, _)| *t >= at).map(|(_, rss)| *rss)
+                })
+            };
+            let tenth = at(1);
+            let mut deciles: Vec<f64> = (1..10).filter_map(at).collect();
+            deciles.push(usage.rss_mib);
             sides.push(Side {
                 name: running.name,
                 cpu_seconds: usage.cpu_seconds,
                 peak_rss_mib: usage.peak_rss_mib,
                 rss_tenth_mib: tenth,
                 rss_end_mib: Some(usage.rss_mib),
+                rss_deciles_mib: deciles,
             });
         }
         sides
@@ -1185,6 +1195,18 @@ pub fn table(reports: &[Report]) -> String {
                     mib(side.rss_tenth_mib),
                     mib(side.rss_end_mib),
                 ));
+                if side.rss_deciles_mib.len() > 2 {
+                    let trend: Vec<String> = side
+                        .rss_deciles_mib
+                        .iter()
+                        .map(|v| format!("{v:.1}"))
+                        .collect();
+                    out.push_str(&format!(
+                        "  {:<16} RSS at each tenth of the run, MiB: {}\n",
+                        "",
+                        trend.join(" ")
+                    ));
+                }
             }
         }
     }

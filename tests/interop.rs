@@ -190,7 +190,7 @@ fn the_benchmark_scripts_run() {
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario"))
         .collect();
-    assert_eq!(rows.len(), 11, "{stdout}");
+    assert_eq!(rows.len(), 12, "{stdout}");
     for row in rows {
         let columns: Vec<&str> = row.split(" | ").map(str::trim).collect();
         assert_eq!(columns[5], "0", "lost messages: {row}");
