@@ -27,6 +27,8 @@
 //! * [`relay`]: `fedmsg-relay`, active publishers in, subscribers out.
 //! * [`gateway`]: `fedmsg-gateway`, the whole bus out on one port for
 //!   outside readers, with a high-water mark and a reader cap.
+//! * [`consumer`], [`hub`]: code that acts on messages, and the hub that
+//!   runs many consumers with bounded queues, isolating failures.
 //! * [`replay`]: kept history and fedmsg's REQ/REP replay protocol.
 //! * [`sequence`]: per-incarnation sequence tracking, gaps and duplicates.
 //! * [`tail`], [`logger`], [`announce`], [`trigger`], [`meta`], [`verify`],
@@ -42,10 +44,12 @@ pub mod bench;
 pub mod canonical;
 pub mod cli;
 pub mod config;
+pub mod consumer;
 pub mod crypto;
 pub mod endpoint;
 pub mod envelope;
 pub mod gateway;
+pub mod hub;
 pub mod logger;
 pub mod meta;
 pub mod publish;

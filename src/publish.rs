@@ -83,6 +83,9 @@ pub enum PublishError {
     /// The configuration says not to publish.
     #[error("publishing is disabled by `mute = true`")]
     Muted,
+    /// A hub consumer published, but the hub was given no publisher.
+    #[error("this hub has no publisher: give it one with Hub::publisher")]
+    NoPublisher,
     /// The replay service could not start.
     #[error("{0}")]
     Replay(String),

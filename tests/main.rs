@@ -8,6 +8,7 @@ mod canonical;
 mod cli;
 mod config;
 mod crypto;
+mod hub;
 mod interop;
 mod pki;
 mod reliability;

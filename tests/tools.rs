@@ -470,7 +470,13 @@ fn systemd_units_start_our_commands_with_flags_they_know() {
         let program = words.next().unwrap();
         let name = program.rsplit('/').next().unwrap();
         assert_eq!(program, format!("/usr/bin/{name}"), "{}", path.display());
-        let help = std::process::Command::new(crate::util::bin(name))
+        // The hub unit is a template over the consumer program: the example.
+        let binary = if name == "%i" {
+            crate::hub::example("consumer")
+        } else {
+            crate::util::bin(name)
+        };
+        let help = std::process::Command::new(binary)
             .arg("--help")
             .output()
             .unwrap();
@@ -485,5 +491,5 @@ fn systemd_units_start_our_commands_with_flags_they_know() {
         assert!(text.contains("[Install]"), "{}", path.display());
         units += 1;
     }
-    assert_eq!(units, 3, "relay, gateway and trigger units");
+    assert_eq!(units, 4, "relay, gateway, hub and trigger units");
 }
