@@ -2,7 +2,7 @@
 //! (`gateway_port`, default 9940) for readers outside the deployment.
 
 use clap::Parser;
-use fedmsg::cli::{self, ConfigArgs};
+use fedmsg::cli::{self, ConfigArgs, MetricsArgs};
 use std::process::ExitCode;
 
 // glibc's allocator spends a fifth of the hot path handing memory between
@@ -16,6 +16,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Port to bind (overrides `gateway_port`).
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
@@ -34,7 +36,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     args.config.init_logging();
-    let mut loader = args.config.loader();
+    let mut loader = args.metrics.apply(args.config.loader(), "gateway");
     if let Some(port) = args.port {
         loader = loader.flag("--port", "gateway_port", i64::from(port));
     }

@@ -2,7 +2,7 @@
 //! send to `relay_inbound` onto `endpoints.relay_outbound`.
 
 use clap::Parser;
-use fedmsg::cli::{self, ConfigArgs};
+use fedmsg::cli::{self, ConfigArgs, MetricsArgs};
 use std::process::ExitCode;
 
 // glibc's allocator spends a fifth of the hot path handing memory between
@@ -16,6 +16,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn main() -> ExitCode {
@@ -24,7 +26,7 @@ fn main() -> ExitCode {
     let quiet = args.config.quiet > 0;
     cli::serve(
         "fedmsg-relay",
-        args.config.load(),
+        args.metrics.apply(args.config.loader(), "relay").load(),
         "relay failed",
         |config| async move {
             fedmsg::relay::run(&config, cli::shutdown_signal(), |bound| {

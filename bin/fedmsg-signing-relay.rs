@@ -2,7 +2,7 @@
 //! certificate `certnames.signing_relay` names.
 
 use clap::Parser;
-use fedmsg::cli::{self, ConfigArgs};
+use fedmsg::cli::{self, ConfigArgs, MetricsArgs};
 use std::process::ExitCode;
 
 #[global_allocator]
@@ -18,6 +18,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn main() -> ExitCode {
@@ -26,7 +28,9 @@ fn main() -> ExitCode {
     let quiet = args.config.quiet > 0;
     cli::serve(
         "fedmsg-signing-relay",
-        args.config.load(),
+        args.metrics
+            .apply(args.config.loader(), "signing_relay")
+            .load(),
         "signing relay failed",
         |config| async move {
             fedmsg::relay::run_signing(&config, cli::shutdown_signal(), |bound| {

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use fedmsg::cli::{self, ConfigArgs};
+use fedmsg::cli::{self, ConfigArgs, MetricsArgs};
 use fedmsg::trigger::{self, TriggerOptions};
 use regex::Regex;
 use std::process::ExitCode;
@@ -45,6 +45,8 @@ struct Args {
     program: Vec<String>,
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn regex(flag: &str, text: &str) -> anyhow::Result<Regex> {
@@ -89,7 +91,7 @@ fn main() -> ExitCode {
         Ok(options) => options,
         Err(e) => return cli::fail("fedmsg-trigger", cli::EXIT_USAGE, e),
     };
-    let config = match args.config.load() {
+    let config = match args.metrics.apply(args.config.loader(), "trigger").load() {
         Ok(config) => config,
         Err(e) => return cli::fail("fedmsg-trigger", cli::EXIT_USAGE, e),
     };

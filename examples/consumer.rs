@@ -15,7 +15,7 @@
 //! position is saved (with `--state`), and the counters are logged.
 
 use clap::Parser;
-use fedmsg::cli::{self, ConfigArgs};
+use fedmsg::cli::{self, ConfigArgs, MetricsArgs};
 use fedmsg::consumer::{ConsumeError, Consumer, TopicPattern};
 use fedmsg::envelope::Message;
 use fedmsg::hub::{Hub, HubContext};
@@ -30,6 +30,8 @@ use std::process::ExitCode;
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Topic pattern to consume: a prefix, or AMQP-style words with `*`
     /// (one word) and `#` (any number). Repeatable; default: everything.
     #[arg(long = "topic", value_name = "PATTERN")]
@@ -118,7 +120,7 @@ fn main() -> ExitCode {
     };
     cli::serve(
         "consumer",
-        args.config.load(),
+        args.metrics.apply(args.config.loader(), "hub").load(),
         "hub failed",
         |config| async move {
             let mut hub = Hub::new(&config)

@@ -101,6 +101,27 @@ impl ConfigArgs {
     }
 }
 
+/// `--metrics ADDR`, shared by the long-running commands.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve /metrics (Prometheus) and /health on this loopback address,
+    /// e.g. 127.0.0.1:9941 (sets this command's entry of `[metrics]`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Adds the flag, if given, to `loader` as `metrics.<service>`.
+    pub fn apply(&self, loader: Loader, service: &str) -> Loader {
+        match &self.metrics {
+            Some(address) => {
+                loader.flag("--metrics", &format!("metrics.{service}"), address.clone())
+            }
+            None => loader,
+        }
+    }
+}
+
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -143,6 +143,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "gateway_port",
     "gateway_high_water_mark",
     "gateway_max_readers",
+    "metrics",
 ];
 
 /// Keys whose value is a table with free-form keys (checked entry by entry).
@@ -151,6 +152,7 @@ const MAP_KEYS: &[&str] = &[
     "replay_endpoints",
     "certnames",
     "routing_policy",
+    "metrics",
 ];
 
 /// One address or a list of addresses, as fedmsg "listifies" them.
@@ -231,6 +233,7 @@ pub struct RawConfig {
     pub gateway_port: Option<u16>,
     pub gateway_high_water_mark: Option<u64>,
     pub gateway_max_readers: Option<u64>,
+    pub metrics: Option<BTreeMap<String, String>>,
 }
 
 /// Where and how `fedmsg-gateway` serves outside readers.
@@ -329,6 +332,10 @@ pub struct Config {
     pub max_message_size: usize,
     /// `fedmsg-gateway`'s outward port and limits.
     pub gateway: GatewayConfig,
+    /// Service name (`relay`, `signing_relay`, `gateway`, `trigger`, a
+    /// hub's name) → the loopback address its `/metrics` and `/health` are
+    /// served on.
+    pub metrics: BTreeMap<String, std::net::SocketAddr>,
     /// The merged TOML, for `fedmsg-config`.
     pub merged: Table,
     /// The sources that were read, in order.
@@ -691,6 +698,25 @@ fn check_value(
             });
         }
     }
+    if let Some(map) = &raw.metrics {
+        for address in map.values() {
+            match address.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() => {}
+                Ok(_) => {
+                    return Err(invalid(
+                        "a metrics address must be loopback (127.0.0.1:PORT or [::1]:PORT)".into(),
+                        shown,
+                    ))
+                }
+                Err(_) => {
+                    return Err(invalid(
+                        "a metrics address is HOST:PORT with a numeric loopback host, e.g. 127.0.0.1:9941".into(),
+                        shown,
+                    ))
+                }
+            }
+        }
+    }
     if let Some(policy) = &raw.crl_expired_policy {
         if policy != "reject" && policy != "accept" {
             return Err(invalid(
@@ -893,6 +919,12 @@ fn resolve(raw: RawConfig, merged: Table, sources: Vec<Source>) -> Result<Config
                 .unwrap_or(1_000)
                 .min(usize::MAX as u64) as usize,
         },
+        metrics: raw
+            .metrics
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, a)| a.parse().ok().map(|a| (name, a)))
+            .collect(),
         merged,
         sources,
     })

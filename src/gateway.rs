@@ -30,6 +30,9 @@ pub enum GatewayError {
     /// The outward port could not be bound.
     #[error("cannot bind the gateway's port: {0}")]
     Bind(String),
+    /// The metrics address could not be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The config lists no endpoint to subscribe to.
     #[error("no endpoints to subscribe to: the config's `endpoints` is empty")]
     NoEndpoints,
@@ -45,6 +48,24 @@ pub struct GatewayStats {
     pub outbound: Arc<PubCounters>,
     /// The bus side: received, malformed, duplicates, gaps, lost.
     pub inbound: Arc<Stats>,
+}
+
+impl crate::metrics::Observed for GatewayStats {
+    fn metrics(&self, out: &mut crate::metrics::Exposition) {
+        out.counter(
+            "fedmsg_gateway_forwarded_total",
+            "Messages re-published to outside readers.",
+            self.forwarded.load(Ordering::Relaxed),
+        );
+        out.subscription("fedmsg_gateway_bus", &self.inbound);
+        out.publisher("fedmsg_gateway_readers", &self.outbound);
+    }
+
+    fn health(&self) -> crate::metrics::Health {
+        let mut health = crate::metrics::Health::Ok;
+        crate::metrics::subscription_health(&mut health, &self.inbound);
+        health
+    }
 }
 
 /// Runs the gateway until `shutdown` completes. `ready` gets the bound
@@ -76,6 +97,7 @@ pub async fn run(
         outbound: outbound.counters(),
         inbound: subscription.stats(),
     });
+    let _metrics = crate::metrics::start(config, "gateway", stats.clone()).await?;
     tracing::info!(
         endpoint = %outbound.endpoint(),
         high_water_mark = limits.hwm,

@@ -115,6 +115,8 @@ pub struct ConsumerStats {
     pub panicked: AtomicU64,
     /// Matching messages dropped because its queue was full.
     pub dropped: AtomicU64,
+    /// True while it is stalled (its messages are being dropped).
+    pub stalled: std::sync::atomic::AtomicBool,
 }
 
 /// The counters of a hub: its subscription's and each consumer's.
@@ -145,6 +147,9 @@ pub enum HubError {
     /// The state file cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The metrics address could not be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 type Start = Box<
@@ -165,6 +170,7 @@ struct Entry {
 
 /// Runs consumers; see the [module documentation](self).
 pub struct Hub {
+    name: String,
     config: Config,
     entries: Vec<Entry>,
     queue_size: usize,
@@ -180,6 +186,7 @@ impl Hub {
     /// A hub reading the bus `config` describes, with no consumers yet.
     pub fn new(config: &Config) -> Hub {
         Hub {
+            name: "hub".into(),
             config: config.clone(),
             entries: Vec::new(),
             queue_size: DEFAULT_QUEUE_SIZE,
@@ -190,6 +197,13 @@ impl Hub {
             since: None,
             subscription: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Names the hub (default `hub`): its `/metrics` and `/health` are
+    /// served on the `[metrics]` address under this name.
+    pub fn name(mut self, name: impl Into<String>) -> Hub {
+        self.name = name.into();
+        self
     }
 
     /// Adds a consumer.
@@ -289,6 +303,7 @@ impl Hub {
         }
         let mut subscription = subscriber.subscribe();
         let _ = self.subscription.set(subscription.stats());
+        let _metrics = crate::metrics::start(&self.config, &self.name, stats.clone()).await?;
 
         // Deliveries queued or being consumed: when none are, the
         // subscription's position is exactly what was consumed.
@@ -384,6 +399,62 @@ impl Hub {
     }
 }
 
+impl crate::metrics::Observed for HubStats {
+    fn metrics(&self, out: &mut crate::metrics::Exposition) {
+        let each = |field: fn(&ConsumerStats) -> &AtomicU64| {
+            self.consumers
+                .iter()
+                .map(move |c| (c.name.as_str(), field(c).load(Ordering::Relaxed)))
+        };
+        out.counters(
+            "fedmsg_hub_delivered_total",
+            "Messages put on a consumer's queue.",
+            "consumer",
+            each(|c| &c.delivered),
+        );
+        out.counters(
+            "fedmsg_hub_consumed_total",
+            "Messages a consumer handled without error.",
+            "consumer",
+            each(|c| &c.consumed),
+        );
+        out.counters(
+            "fedmsg_hub_failed_total",
+            "Messages a consumer returned an error for.",
+            "consumer",
+            each(|c| &c.failed),
+        );
+        out.counters(
+            "fedmsg_hub_panicked_total",
+            "Messages a consumer panicked on.",
+            "consumer",
+            each(|c| &c.panicked),
+        );
+        out.counters(
+            "fedmsg_hub_dropped_total",
+            "Messages dropped for a stalled consumer.",
+            "consumer",
+            each(|c| &c.dropped),
+        );
+        if let Some(bus) = self.subscription() {
+            out.subscription("fedmsg_hub_bus", bus);
+        }
+    }
+
+    fn health(&self) -> crate::metrics::Health {
+        let mut health = crate::metrics::Health::Ok;
+        if let Some(bus) = self.subscription() {
+            crate::metrics::subscription_health(&mut health, bus);
+        }
+        for consumer in &self.consumers {
+            if consumer.stalled.load(Ordering::Relaxed) {
+                health.degrade(format!("consumer {} is stalled", consumer.name));
+            }
+        }
+        health
+    }
+}
+
 fn subscription_endpoints(config: &Config) -> usize {
     config.subscribe_endpoints().len()
 }
@@ -406,6 +477,7 @@ impl Queue {
     async fn offer(&mut self, message: &Arc<Message>, pending: &AtomicU64, stall: Duration) {
         if self.stalled && self.sender.capacity() * 2 >= self.sender.max_capacity() {
             self.stalled = false;
+            self.stats.stalled.store(false, Ordering::Relaxed);
             tracing::info!(consumer = %self.stats.name, "consumer caught up");
         }
         pending.fetch_add(1, Ordering::AcqRel);
@@ -416,6 +488,7 @@ impl Queue {
                 Ok(sent) => sent.is_ok(),
                 Err(_) => {
                     self.stalled = true;
+                    self.stats.stalled.store(true, Ordering::Relaxed);
                     tracing::warn!(
                         consumer = %self.stats.name,
                         topic = message.topic(),

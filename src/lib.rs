@@ -33,6 +33,8 @@
 //! * [`sequence`]: per-incarnation sequence tracking, gaps and duplicates.
 //! * [`tail`], [`logger`], [`announce`], [`trigger`], [`meta`], [`verify`],
 //!   [`bench`]: the command-line tools' behaviour.
+//! * [`metrics`]: `/metrics` and `/health` for the long-running commands;
+//!   [`check`]: `fedmsg-check`, which asks them.
 //! * [`cli`]: flags, logging and exit codes shared by the binaries.
 //! * `transport` (private): sockets. Our own ZMTP 3.0 for subscribers and
 //!   bound publishers; the only module that touches the `zeromq` crate.
@@ -42,6 +44,7 @@
 pub mod announce;
 pub mod bench;
 pub mod canonical;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod consumer;
@@ -52,6 +55,7 @@ pub mod gateway;
 pub mod hub;
 pub mod logger;
 pub mod meta;
+pub mod metrics;
 pub mod publish;
 pub mod relay;
 pub mod replay;

@@ -48,6 +48,9 @@ pub enum RelayError {
     /// The replay service could not start.
     #[error("cannot start the relay's replay service: {0}")]
     Replay(String),
+    /// The metrics address could not be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The signing relay's key or certificate could not be loaded.
     #[error("cannot load the signing relay's certificate: {0}")]
     Signer(#[from] crate::crypto::SignerError),
@@ -66,6 +69,32 @@ pub struct RelayStats {
     /// The outbound socket's counters: subscribers connected, refused, and
     /// messages dropped for subscribers at their high-water mark.
     pub outbound: Arc<crate::publish::PubCounters>,
+}
+
+impl crate::metrics::Observed for RelayStats {
+    fn metrics(&self, out: &mut crate::metrics::Exposition) {
+        out.counter(
+            "fedmsg_relay_forwarded_total",
+            "Messages forwarded.",
+            self.forwarded.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "fedmsg_relay_malformed_total",
+            "Messages dropped as malformed (or unsignable, for the signing relay).",
+            self.dropped.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "fedmsg_relay_signed_total",
+            "Messages the signing relay signed.",
+            self.signed.load(Ordering::Relaxed),
+        );
+        out.publisher("fedmsg_relay_outbound", &self.outbound);
+    }
+
+    fn health(&self) -> crate::metrics::Health {
+        // Serving at all means both sides are bound.
+        crate::metrics::Health::Ok
+    }
 }
 
 /// The addresses a relay actually bound, reported once it is ready.
@@ -177,6 +206,12 @@ async fn run_with(
         outbound: outbound.counters(),
         ..RelayStats::default()
     });
+    let service = if signer.is_some() {
+        "signing_relay"
+    } else {
+        "relay"
+    };
+    let _metrics = crate::metrics::start(config, service, stats.clone()).await?;
     // What passed through is kept for replay, if the relay has a replay
     // endpoint (under the name `relay_outbound`).
     let mut replay = None;

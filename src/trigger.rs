@@ -67,6 +67,9 @@ pub enum TriggerError {
     /// `--command` could not be split into words.
     #[error("--command {0:?}: unbalanced quotes")]
     BadCommand(String),
+    /// The metrics address could not be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The configuration names no endpoint.
     #[error("no endpoints are configured: nothing to listen to")]
     NoEndpoints,
@@ -83,6 +86,45 @@ pub struct TriggerStats {
     pub failed: AtomicU64,
     /// Matches dropped because [`MAX_PENDING`] were waiting.
     pub dropped: AtomicU64,
+}
+
+/// What `/metrics` and `/health` report for a trigger.
+struct Observed {
+    trigger: Arc<TriggerStats>,
+    bus: Arc<crate::subscribe::Stats>,
+}
+
+impl crate::metrics::Observed for Observed {
+    fn metrics(&self, out: &mut crate::metrics::Exposition) {
+        let t = &self.trigger;
+        out.counter(
+            "fedmsg_trigger_matched_total",
+            "Messages that matched.",
+            t.matched.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "fedmsg_trigger_succeeded_total",
+            "Commands that exited with status 0.",
+            t.succeeded.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "fedmsg_trigger_failed_total",
+            "Commands that could not start or exited non-zero.",
+            t.failed.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "fedmsg_trigger_dropped_total",
+            "Matches dropped because too many were waiting for the command.",
+            t.dropped.load(Ordering::Relaxed),
+        );
+        out.subscription("fedmsg_trigger_bus", &self.bus);
+    }
+
+    fn health(&self) -> crate::metrics::Health {
+        let mut health = crate::metrics::Health::Ok;
+        crate::metrics::subscription_health(&mut health, &self.bus);
+        health
+    }
 }
 
 /// Splits a `--command` string into words the way a shell would split
@@ -173,6 +215,11 @@ pub async fn run(
     }
     let mut subscription = subscriber.subscribe();
     let stats = Arc::new(TriggerStats::default());
+    let observed = Arc::new(Observed {
+        trigger: stats.clone(),
+        bus: subscription.stats(),
+    });
+    let _metrics = crate::metrics::start(config, "trigger", observed).await?;
     let pending = Arc::new(AtomicU64::new(0));
     // The commands run on their own task, so the bus is read while they run.
     let (batches, mut to_run) = tokio::sync::mpsc::unbounded_channel::<Vec<Message>>();

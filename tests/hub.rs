@@ -1,7 +1,7 @@
 //! The hub over real sockets: consumers that panic, fail, stall and
 //! publish; resuming from a state file; the example consumer as a process.
 
-use crate::util::{bin, free_port, Bus, Proc, WAIT};
+use crate::util::{bin, free_port, http_get, Bus, Proc, WAIT};
 use fedmsg::consumer::{ConsumeError, Consumer, TopicPattern};
 use fedmsg::envelope::Message;
 use fedmsg::hub::{Hub, HubContext, HubStats};
@@ -345,7 +345,8 @@ pub fn example(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_example_consumer_runs_as_a_process() {
-    let bus = Bus::new("", "");
+    let metrics = free_port();
+    let bus = Bus::new(&format!("[metrics]\nhub = \"127.0.0.1:{metrics}\""), "");
     let _relay = bus.start_relay();
     let mut command = std::process::Command::new(example("consumer"));
     command.arg("--config").arg(&bus.config).args([
@@ -375,6 +376,30 @@ fn the_example_consumer_runs_as_a_process() {
     let line: serde_json::Value = serde_json::from_str(&first).expect("a JSON line");
     assert_eq!(line["topic"], "org.fedoraproject.dev.logger.log");
     assert_eq!(line["msg"]["log"], "it's $(rm -rf /) \"quoted\"");
+    // Its counters, per consumer, and its health as fedmsg-check sees it.
+    let (code, text) = http_get(metrics, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("fedmsg_hub_consumed_total{consumer=\"printer\"} ")
+                && !l.ends_with(" 0")
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("fedmsg_hub_bus_connected_endpoints 1"),
+        "{text}"
+    );
+    let check = bus
+        .command("fedmsg-check")
+        .args(["--service", "hub"])
+        .output()
+        .expect("fedmsg-check");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(
+        (check.status.code(), report.as_ref()),
+        (Some(0), "FEDMSG OK - 1 of 1 services healthy\n")
+    );
     consumer.interrupt();
     assert!(consumer.wait_exit(WAIT).success());
     let stderr = consumer.stderr_text();

@@ -1,7 +1,7 @@
 //! The operator's commands beyond tail and logger: fedmsg-announce,
 //! fedmsg-signing-relay and fedmsg-trigger, as real processes on a real bus.
 
-use crate::util::{fixtures, Bus, Proc, WAIT};
+use crate::util::{fixtures, free_port, http_get, sample, Bus, Proc, WAIT};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Stdio;
@@ -425,6 +425,7 @@ fn every_command_has_help_and_version() {
         "fedmsg-relay",
         "fedmsg-signing-relay",
         "fedmsg-gateway",
+        "fedmsg-check",
         "fedmsg-announce",
         "fedmsg-trigger",
         "fedmsg-config",
@@ -492,4 +493,127 @@ fn systemd_units_start_our_commands_with_flags_they_know() {
         units += 1;
     }
     assert_eq!(units, 4, "relay, gateway, hub and trigger units");
+}
+
+fn check(bus: &Bus, args: &[&str]) -> (i32, String) {
+    let out = bus
+        .command("fedmsg-check")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fedmsg-check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_relay_serves_metrics_and_fedmsg_check_tells_live_from_dead() {
+    let port = free_port();
+    let bus = Bus::new(&format!("[metrics]\nrelay = \"127.0.0.1:{port}\""), "");
+    let mut relay = bus.start_relay();
+    let mut tail = bus.start_tail_ready(&[]);
+
+    let (code, health) = http_get(port, "/health");
+    assert_eq!(code, 200, "{health}");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        (health["service"].as_str(), health["status"].as_str()),
+        (Some("relay"), Some("ok"))
+    );
+    let before = sample(
+        &http_get(port, "/metrics").1,
+        "fedmsg_relay_forwarded_total",
+    );
+    for n in 0..3 {
+        let status = bus
+            .command("fedmsg-logger")
+            .args(["--message", &format!("counted {n}")])
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(tail.expect_line().contains(&format!("counted {n}")));
+    }
+    let (code, metrics) = http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(sample(&metrics, "fedmsg_relay_forwarded_total"), before + 3);
+    assert_eq!(sample(&metrics, "fedmsg_relay_outbound_subscribers"), 1);
+    assert!(
+        metrics.contains("# TYPE fedmsg_relay_forwarded_total counter"),
+        "{metrics}"
+    );
+    assert_eq!(http_get(port, "/nothing").0, 404);
+
+    // Live: OK, exit 0, with the endpoints too.
+    let (code, out) = check(&bus, &[]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "FEDMSG OK - 1 of 1 services healthy\n")
+    );
+    let (code, out) = check(&bus, &["--endpoints"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("FEDMSG OK - 1 of 1 services healthy, 2 of 2 endpoints reachable"),
+        "{out}"
+    );
+    // A service the configuration does not name: UNKNOWN.
+    let (code, out) = check(&bus, &["--service", "gateway"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("gateway: no address for it under [metrics]"),
+        "{out}"
+    );
+
+    // Dead: CRITICAL, exit 2, one line per problem.
+    relay.interrupt();
+    assert!(relay.wait_exit(WAIT).success());
+    let (code, out) = check(&bus, &["--endpoints", "--timeout", "2"]);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0]
+            .starts_with("FEDMSG CRITICAL - 0 of 1 services healthy, 0 of 2 endpoints reachable"),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("CRITICAL: relay: no answer on 127.0.0.1:{port}"))),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("CRITICAL: relay_outbound: cannot connect to tcp://127.0.0.1:")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("CRITICAL: relay_inbound: cannot connect to tcp://127.0.0.1:")),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "{out}");
+}
+
+#[test]
+fn metrics_addresses_must_be_loopback() {
+    let bus = Bus::new("", "");
+    let out = bus
+        .command("fedmsg-relay")
+        .args(["--metrics", "0.0.0.0:9941"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--metrics")
+            && stderr.contains("metrics.relay")
+            && stderr.contains("0.0.0.0:9941")
+            && stderr.contains("loopback"),
+        "{stderr}"
+    );
 }

@@ -28,6 +28,7 @@ pub fn bin(name: &str) -> PathBuf {
         "fedmsg-signing-relay" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-signing-relay")),
         "fedmsg-trigger" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-trigger")),
         "fedmsg-gateway" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-gateway")),
+        "fedmsg-check" => PathBuf::from(env!("CARGO_BIN_EXE_fedmsg-check")),
         other => panic!("unknown binary {other}"),
     }
 }
@@ -118,6 +119,27 @@ impl Bus {
             );
         }
     }
+}
+
+/// `GET path` on 127.0.0.1:`port` (a `/metrics` or `/health`): status and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    runtime
+        .block_on(fedmsg::metrics::get(address, path, WAIT))
+        .unwrap_or_else(|e| panic!("GET {path} on {address}: {e}"))
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+pub fn sample(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
 }
 
 /// Keeps a child away from the machine's /etc, ~ and ./fedmsg.d config.

@@ -1,0 +1,419 @@
+//! `/metrics` (Prometheus text format) and `/health` for the long-running
+//! commands: relay, signing relay, gateway, trigger and hubs.
+//!
+//! Each service looks up its own name in the configuration's `[metrics]`
+//! table (`relay`, `signing_relay`, `gateway`, `trigger`, or the hub's
+//! name) and, if it is there, serves HTTP on that address:
+//!
+//! ```toml
+//! [metrics]
+//! relay = "127.0.0.1:9941"
+//! gateway = "127.0.0.1:9942"
+//! ```
+//!
+//! Addresses must be loopback: the counters are for the local monitoring
+//! agent (or a Prometheus scraping through it), not for the world.
+//!
+//! `GET /health` answers `200` with `{"status": "ok", ...}` or
+//! `{"status": "degraded", "problems": [...]}`, and `503` with
+//! `"failing"`. `fedmsg-check` reads it.
+
+use crate::publish::PubCounters;
+use crate::subscribe::Stats;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Largest request head read; anything longer is refused.
+const MAX_REQUEST: usize = 8 * 1024;
+/// A client that has not sent its request by then is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the metrics address could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The address is not a loopback one.
+    #[error("metrics address {0} is not a loopback address (127.0.0.0/8 or ::1)")]
+    NotLoopback(SocketAddr),
+    /// Binding failed.
+    #[error("cannot bind the metrics address {address}: {reason}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A service's state as `/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Working.
+    Ok,
+    /// Working, with problems worth a look (each one a line).
+    Degraded(Vec<String>),
+    /// Not doing its job.
+    Failing(Vec<String>),
+}
+
+impl Health {
+    /// Adds a problem that degrades the service.
+    pub fn degrade(&mut self, problem: String) {
+        match self {
+            Health::Ok => *self = Health::Degraded(vec![problem]),
+            Health::Degraded(list) | Health::Failing(list) => list.push(problem),
+        }
+    }
+
+    /// Adds a problem that makes the service fail.
+    pub fn fail(&mut self, problem: String) {
+        let mut problems = match std::mem::replace(self, Health::Ok) {
+            Health::Ok => Vec::new(),
+            Health::Degraded(list) | Health::Failing(list) => list,
+        };
+        problems.push(problem);
+        *self = Health::Failing(problems);
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Degraded(_) => "degraded",
+            Health::Failing(_) => "failing",
+        }
+    }
+
+    fn problems(&self) -> &[String] {
+        match self {
+            Health::Ok => &[],
+            Health::Degraded(list) | Health::Failing(list) => list,
+        }
+    }
+}
+
+/// What a service exports.
+pub trait Observed: Send + Sync + 'static {
+    /// Writes every metric.
+    fn metrics(&self, out: &mut Exposition);
+    /// The service's health now.
+    fn health(&self) -> Health;
+}
+
+/// Prometheus text exposition, written metric by metric.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn head(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// A counter (`name` should end in `_total`).
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.head(name, help, "counter");
+        let _ = writeln!(self.text, "{name} {value}");
+    }
+
+    /// A gauge.
+    pub fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        self.head(name, help, "gauge");
+        let _ = writeln!(self.text, "{name} {value}");
+    }
+
+    /// A counter with one label, one sample per value of it. Written
+    /// even when empty, so dashboards see the metric exists.
+    pub fn counters<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        samples: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        self.head(name, help, "counter");
+        for (value, count) in samples {
+            let _ = writeln!(self.text, "{name}{{{label}=\"{}\"}} {count}", escape(value));
+        }
+    }
+
+    /// The counters of a subscription (what a subscriber saw), named
+    /// `<prefix>_received_total` and so on.
+    pub fn subscription(&mut self, prefix: &str, stats: &Stats) {
+        self.counter(
+            &format!("{prefix}_received_total"),
+            "Messages received (live and replayed).",
+            stats.received(),
+        );
+        let invalid = stats.invalid();
+        self.counters(
+            &format!("{prefix}_invalid_total"),
+            "Malformed messages dropped, by reason.",
+            "reason",
+            invalid.iter().map(|(k, v)| (*k, *v)),
+        );
+        let rejected = stats.rejected();
+        self.counters(
+            &format!("{prefix}_rejected_total"),
+            "Messages that failed signature validation, by reason.",
+            "reason",
+            rejected.iter().map(|(k, v)| (*k, *v)),
+        );
+        self.counter(
+            &format!("{prefix}_duplicates_total"),
+            "Duplicate messages dropped.",
+            stats.duplicates(),
+        );
+        self.counter(
+            &format!("{prefix}_gaps_total"),
+            "Sequence gaps detected.",
+            stats.gaps(),
+        );
+        self.counter(
+            &format!("{prefix}_replayed_total"),
+            "Messages recovered from replay services.",
+            stats.replayed(),
+        );
+        self.counter(
+            &format!("{prefix}_lost_total"),
+            "Messages known lost (gaps replay could not fill).",
+            stats.lost(),
+        );
+        self.gauge(
+            &format!("{prefix}_connected_endpoints"),
+            "Publisher endpoints connected now.",
+            stats.connected(),
+        );
+    }
+
+    /// The counters of a bound publisher socket, `<prefix>_subscribers`
+    /// and so on.
+    pub fn publisher(&mut self, prefix: &str, counters: &PubCounters) {
+        self.gauge(
+            &format!("{prefix}_subscribers"),
+            "Subscribers connected now.",
+            counters.subscribers.load(Ordering::Relaxed),
+        );
+        self.counter(
+            &format!("{prefix}_refused_total"),
+            "Subscribers refused over the cap.",
+            counters.refused.load(Ordering::Relaxed),
+        );
+        self.counter(
+            &format!("{prefix}_dropped_total"),
+            "Messages dropped for subscribers at their high-water mark.",
+            counters.dropped.load(Ordering::Relaxed),
+        );
+    }
+
+    /// The text.
+    pub fn into_text(self) -> String {
+        self.text
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Health of a subscriber side: degraded when it is connected to none of
+/// its endpoints.
+pub fn subscription_health(health: &mut Health, stats: &Stats) {
+    if stats.connected() == 0 {
+        health.degrade("connected to no publisher endpoint".into());
+    }
+}
+
+/// A running metrics server; dropping it stops it.
+#[derive(Debug)]
+pub struct Server {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// The address it is bound to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `observed` on `service`'s address from `config.metrics`, if the
+/// configuration names one. Binding happens now, so a taken port is a
+/// start-up error.
+pub async fn start(
+    config: &crate::Config,
+    service: &str,
+    observed: Arc<dyn Observed>,
+) -> Result<Option<Server>, MetricsError> {
+    match config.metrics.get(service) {
+        Some(address) => serve(*address, service, observed).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Serves `observed` on `address` (loopback only) until the returned
+/// [`Server`] is dropped.
+pub async fn serve(
+    address: SocketAddr,
+    service: &str,
+    observed: Arc<dyn Observed>,
+) -> Result<Server, MetricsError> {
+    if !address.ip().is_loopback() {
+        return Err(MetricsError::NotLoopback(address));
+    }
+    let listener =
+        tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| MetricsError::Bind {
+                address,
+                reason: e.to_string(),
+            })?;
+    let bound = listener.local_addr().unwrap_or(address);
+    tracing::info!(service, address = %bound, "serving /metrics and /health");
+    let service = service.to_owned();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let observed = observed.clone();
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    answer(stream, &service, observed.as_ref()),
+                )
+                .await;
+            });
+        }
+    });
+    Ok(Server {
+        address: bound,
+        task,
+    })
+}
+
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    service: &str,
+    observed: &dyn Observed,
+) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&chunk[..n]);
+        if request.len() > MAX_REQUEST {
+            return respond(&mut stream, 431, "text/plain", "request too large\n").await;
+        }
+    }
+    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split(' ');
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    if method != "GET" && method != "HEAD" {
+        return respond(&mut stream, 405, "text/plain", "only GET\n").await;
+    }
+    match path {
+        "/metrics" => {
+            let mut out = Exposition::default();
+            observed.metrics(&mut out);
+            let body = out.into_text();
+            respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
+        }
+        "/health" => {
+            let health = observed.health();
+            let body = serde_json::json!({
+                "service": service,
+                "status": health.label(),
+                "problems": health.problems(),
+            });
+            let status = if matches!(health, Health::Failing(_)) {
+                503
+            } else {
+                200
+            };
+            respond(
+                &mut stream,
+                status,
+                "application/json",
+                &format!("{body}\n"),
+            )
+            .await
+        }
+        _ => respond(&mut stream, 404, "text/plain", "try /metrics or /health\n").await,
+    }
+}
+
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// `GET path` on `address` with a deadline: the status and the body. For
+/// `fedmsg-check` and tests.
+pub async fn get(
+    address: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
+            })?;
+        Ok((status, body.to_owned()))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
+}
