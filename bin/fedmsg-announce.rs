@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Standard input, every line stripped, is the announcement's text; it goes
 /// out through fedmsg-relay on <prefix>.<env>.announce.announcement.
 #[derive(Parser)]
-#[command(name = "fedmsg-announce", version, about, long_about)]
+#[command(name = "fedmsg-announce", version)]
 struct Args {
     /// A URL with more details.
     #[arg(long, value_name = "URL")]
@@ -28,7 +28,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let mut loader =
         args.config

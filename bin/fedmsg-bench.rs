@@ -27,7 +27,7 @@ enum Sign {
 /// Publish and subscribe over loopback and report throughput, losses,
 /// latency (paced runs), CPU and memory, optionally next to bare ZeroMQ.
 #[derive(Parser)]
-#[command(name = "fedmsg-bench", version, about)]
+#[command(name = "fedmsg-bench", version)]
 struct Args {
     /// Messages per publisher.
     #[arg(long, short = 'n', default_value = "100000")]
@@ -70,7 +70,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     if args.publishers == 0 || args.subscribers == 0 || args.messages == 0 {
         return cli::fail(

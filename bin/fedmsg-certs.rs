@@ -23,7 +23,7 @@ enum Key {
 
 /// Create a CA, issue and revoke certificates, keep the CRL current.
 #[derive(Parser)]
-#[command(name = "fedmsg-certs", version, about)]
+#[command(name = "fedmsg-certs", version)]
 struct Args {
     /// Directory of the CA and certificates (default: the config's ssldir).
     #[arg(long, value_name = "DIR", global = true)]
@@ -93,7 +93,7 @@ fn kind(key: Key, bits: u16) -> KeyKind {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let config = match args.config.load() {
         Ok(config) => config,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Check that the bus's services are alive (Nagios plugin conventions).
 #[derive(Parser)]
-#[command(name = "fedmsg-check", version, about)]
+#[command(name = "fedmsg-check", version)]
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
@@ -27,7 +27,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let config = match args.config.load() {
         Ok(config) => config,

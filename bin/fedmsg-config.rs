@@ -12,7 +12,7 @@ enum OutputFormat {
 
 /// Print the merged configuration (as JSON, like fedmsg), one key of it, or check it.
 #[derive(Parser)]
-#[command(name = "fedmsg-config", version, about)]
+#[command(name = "fedmsg-config", version)]
 struct Args {
     /// Print only this dotted key (e.g. endpoints.relay_outbound); exit 1 if missing.
     #[arg(long, value_name = "KEY")]
@@ -28,7 +28,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let config = match args.config.load() {
         Ok(config) => config,

@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Re-publish every message of the bus on one port for outside readers.
 #[derive(Parser)]
-#[command(name = "fedmsg-gateway", version, about)]
+#[command(name = "fedmsg-gateway", version)]
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
@@ -34,7 +34,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let mut loader = args.metrics.apply(args.config.loader(), "gateway");
     if let Some(port) = args.port {

@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Without --message, every line of standard input becomes one message
 /// {"log": LINE}.
 #[derive(Parser)]
-#[command(name = "fedmsg-logger", version, about, long_about)]
+#[command(name = "fedmsg-logger", version)]
 struct Args {
     /// Send this text as one message instead of reading standard input.
     #[arg(long = "message", value_name = "TEXT")]
@@ -43,7 +43,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let mut loader =
         args.config

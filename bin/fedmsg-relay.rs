@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Forward messages from active publishers to subscribers.
 #[derive(Parser)]
-#[command(name = "fedmsg-relay", version, about)]
+#[command(name = "fedmsg-relay", version)]
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
@@ -21,7 +21,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let quiet = args.config.quiet > 0;
     cli::serve(

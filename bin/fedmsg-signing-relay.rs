@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// signed with the key and certificate of `certnames.signing_relay`;
 /// messages that are signed already pass untouched.
 #[derive(Parser)]
-#[command(name = "fedmsg-signing-relay", version, about, long_about)]
+#[command(name = "fedmsg-signing-relay", version)]
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
@@ -23,7 +23,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let quiet = args.config.quiet > 0;
     cli::serve(

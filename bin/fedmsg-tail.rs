@@ -22,7 +22,7 @@ enum Color {
 
 /// Print every message on the bus (or those matching --topic).
 #[derive(Parser)]
-#[command(name = "fedmsg-tail", version, about)]
+#[command(name = "fedmsg-tail", version)]
 struct Args {
     /// Subscribe to topics starting with this prefix (repeatable).
     #[arg(long, value_name = "PREFIX")]
@@ -81,7 +81,7 @@ fn regex(flag: &str, text: &str) -> Result<Regex, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let mut loader = args.config.loader();
     if args.validate || args.no_validate {

@@ -20,7 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// FEDMSG_MESSAGE_ID, FEDMSG_MESSAGE_TIMESTAMP, FEDMSG_MESSAGE_USERNAME,
 /// FEDMSG_MESSAGE_I and FEDMSG_MESSAGE_MSG.
 #[derive(Parser)]
-#[command(name = "fedmsg-trigger", version, about, long_about)]
+#[command(name = "fedmsg-trigger", version)]
 struct Args {
     /// Subscribe to topics starting with this prefix (repeatable).
     #[arg(long, value_name = "PREFIX")]
@@ -85,7 +85,7 @@ fn options(args: &Args) -> anyhow::Result<TriggerOptions> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let options = match options(&args) {
         Ok(options) => options,

@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// datagrepper /raw page) and print one verdict per message. Exits 0 only if
 /// every message is valid.
 #[derive(Parser)]
-#[command(name = "fedmsg-verify", version, about)]
+#[command(name = "fedmsg-verify", version)]
 struct Args {
     /// Files to read ("-" or none: standard input).
     files: Vec<PathBuf>,
@@ -40,7 +40,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let config = match args.config.load() {
         Ok(config) => config,

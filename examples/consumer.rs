@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 /// Print and count the bus's messages: an example of fedmsg's hub.
 #[derive(Parser)]
-#[command(name = "consumer", version, about)]
+#[command(name = "consumer", version)]
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
@@ -111,7 +111,7 @@ impl Consumer for Tally {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse();
     args.config.init_logging();
     let topics = if args.topics.is_empty() {
         vec![TopicPattern::everything()]

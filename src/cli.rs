@@ -48,6 +48,13 @@ pub struct ConfigArgs {
     /// Less log output (-q errors only, -qq nothing).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub quiet: u8,
+    /// Print this command's shell completions (bash, zsh, fish, elvish,
+    /// powershell) and exit.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+    /// Print this command's man page (roff) and exit.
+    #[arg(long)]
+    pub man: bool,
 }
 
 impl ConfigArgs {
@@ -99,6 +106,39 @@ impl ConfigArgs {
             .with_target(false)
             .try_init();
     }
+}
+
+/// Parses the command line. `--completions SHELL` and `--man` print what
+/// is generated from the command's clap definition and exit 0, before the
+/// rest of the arguments are checked.
+pub fn parse<A: clap::Parser>() -> A {
+    let mut command = A::command();
+    let matches = command
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(std::env::args_os());
+    if let Ok(matches) = matches {
+        let name = command.get_name().to_owned();
+        let mut out = Vec::new();
+        let shell = matches
+            .try_get_one::<clap_complete::Shell>("completions")
+            .ok()
+            .flatten();
+        let man = matches.try_get_one::<bool>("man").ok().flatten() == Some(&true);
+        if let Some(shell) = shell {
+            clap_complete::generate(*shell, &mut command, name, &mut out);
+        } else if man {
+            if let Err(error) = clap_mangen::Man::new(command).render(&mut out) {
+                eprintln!("{name}: error: cannot render the man page: {error}");
+                std::process::exit(i32::from(EXIT_FAILURE));
+            }
+        }
+        if !out.is_empty() {
+            print(&String::from_utf8_lossy(&out));
+            std::process::exit(i32::from(EXIT_OK));
+        }
+    }
+    A::parse()
 }
 
 /// `--metrics ADDR`, shared by the long-running commands.

@@ -418,7 +418,7 @@ async fn gateway_outlives_a_reader_that_stops_reading() {
 }
 
 #[test]
-fn every_command_has_help_and_version() {
+fn every_command_has_help_version_completions_and_a_man_page() {
     for name in [
         "fedmsg-tail",
         "fedmsg-logger",
@@ -452,6 +452,35 @@ fn every_command_has_help_and_version() {
         assert_eq!(
             String::from_utf8_lossy(&version.stdout).trim(),
             format!("{name} {}", env!("CARGO_PKG_VERSION")),
+        );
+        // Its own description, not the crate's.
+        assert!(
+            !text.starts_with("A brokerless"),
+            "{name} --help describes the crate: {text}"
+        );
+        // Completions and a man page, generated from the same definition.
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(crate::util::bin(name))
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name} {args:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let bash = run(&["--completions", "bash"]);
+        assert!(
+            bash.contains("complete -F") && bash.contains("--config"),
+            "{name}: {bash}"
+        );
+        let zsh = run(&["--completions", "zsh"]);
+        assert!(
+            zsh.starts_with(&format!("#compdef {name}")),
+            "{name}: {zsh}"
+        );
+        let man = run(&["--man"]);
+        assert!(
+            man.contains(&format!(".TH {name} 1")) && man.contains("\\-\\-config"),
+            "{name}: {man}"
         );
     }
 }
