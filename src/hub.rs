@@ -401,41 +401,41 @@ impl Hub {
 
 impl crate::metrics::Observed for HubStats {
     fn metrics(&self, out: &mut crate::metrics::Exposition) {
-        let each = |field: fn(&ConsumerStats) -> &AtomicU64| {
-            self.consumers
+        type Field = fn(&ConsumerStats) -> &AtomicU64;
+        let per_consumer: [(&str, &str, Field); 5] = [
+            (
+                "fedmsg_hub_delivered_total",
+                "Messages put on a consumer's queue.",
+                |c| &c.delivered,
+            ),
+            (
+                "fedmsg_hub_consumed_total",
+                "Messages a consumer handled without error.",
+                |c| &c.consumed,
+            ),
+            (
+                "fedmsg_hub_failed_total",
+                "Messages a consumer returned an error for.",
+                |c| &c.failed,
+            ),
+            (
+                "fedmsg_hub_panicked_total",
+                "Messages a consumer panicked on.",
+                |c| &c.panicked,
+            ),
+            (
+                "fedmsg_hub_dropped_total",
+                "Messages dropped for a stalled consumer.",
+                |c| &c.dropped,
+            ),
+        ];
+        for (name, help, field) in per_consumer {
+            let samples = self
+                .consumers
                 .iter()
-                .map(move |c| (c.name.as_str(), field(c).load(Ordering::Relaxed)))
-        };
-        out.counters(
-            "fedmsg_hub_delivered_total",
-            "Messages put on a consumer's queue.",
-            "consumer",
-            each(|c| &c.delivered),
-        );
-        out.counters(
-            "fedmsg_hub_consumed_total",
-            "Messages a consumer handled without error.",
-            "consumer",
-            each(|c| &c.consumed),
-        );
-        out.counters(
-            "fedmsg_hub_failed_total",
-            "Messages a consumer returned an error for.",
-            "consumer",
-            each(|c| &c.failed),
-        );
-        out.counters(
-            "fedmsg_hub_panicked_total",
-            "Messages a consumer panicked on.",
-            "consumer",
-            each(|c| &c.panicked),
-        );
-        out.counters(
-            "fedmsg_hub_dropped_total",
-            "Messages dropped for a stalled consumer.",
-            "consumer",
-            each(|c| &c.dropped),
-        );
+                .map(|c| (c.name.as_str(), field(c).load(Ordering::Relaxed)));
+            out.counters(name, help, "consumer", samples);
+        }
         if let Some(bus) = self.subscription() {
             out.subscription("fedmsg_hub_bus", bus);
         }
