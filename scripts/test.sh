@@ -22,4 +22,7 @@ if [ ! -x "$venv/bin/fedmsg-tail" ]; then
 fi
 export PYTHON_FEDMSG_VENV="$venv"
 
+# The example consumer runs as a process in the tests; `cargo test` builds
+# examples only as test harnesses, so build the real binaries first.
+cargo build --examples
 cargo test --all-targets "$@"

@@ -336,11 +336,18 @@ async fn a_hub_resumes_where_it_stopped() {
     assert_eq!(stats.consumers[0].consumed.load(Ordering::Relaxed), 5);
 }
 
-/// The example consumer (examples/consumer.rs), built by `cargo test`.
+/// An example binary (examples/NAME.rs). `cargo test` builds examples only
+/// as test harnesses; scripts/test.sh runs `cargo build --examples` first.
 pub fn example(name: &str) -> std::path::PathBuf {
     let deps = bin("fedmsg-tail");
     let dir = deps.parent().expect("target dir").join("examples");
-    dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --examples` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
 }
 
 #[test]
