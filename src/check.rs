@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | OK | 0 | every service healthy (and every endpoint reachable) |
 //! | WARNING | 1 | a service degraded, or a publisher endpoint unreachable |
-//! | CRITICAL | 2 | a service failing or not answering, or a relay endpoint unreachable |
+//! | CRITICAL | 2 | a service not answering (or not with a health report), or a relay endpoint unreachable |
 //! | UNKNOWN | 3 | nothing to check, or the configuration is unusable |
 
 use crate::config::Config;

@@ -115,7 +115,8 @@ pub struct ConsumerStats {
     pub panicked: AtomicU64,
     /// Matching messages dropped because its queue was full.
     pub dropped: AtomicU64,
-    /// True while it is stalled (its messages are being dropped).
+    /// True while it is stalled: full for longer than the stall timeout
+    /// and not yet half empty (its messages are being dropped).
     pub stalled: std::sync::atomic::AtomicBool,
 }
 
@@ -289,10 +290,11 @@ impl Hub {
             .flat_map(|e| e.patterns.iter().map(TopicPattern::subscription_prefix))
             .collect();
         let mut subscriber = Subscriber::from_config(&self.config);
+        let endpoints = subscriber.endpoints().len();
         if !prefixes.iter().any(String::is_empty) {
             subscriber = subscriber.topics(prefixes);
         }
-        if subscriber.endpoints().is_empty() {
+        if endpoints == 0 {
             return Err(HubError::NoEndpoints);
         }
         if let Some(path) = &self.state_file {
@@ -322,14 +324,9 @@ impl Hub {
                 sender,
                 patterns: entry.patterns,
                 stats: entry.stats,
-                stalled: false,
             });
         }
-        tracing::info!(
-            consumers = queues.len(),
-            endpoints = subscription_endpoints(&self.config),
-            "hub started"
-        );
+        tracing::info!(consumers = queues.len(), endpoints, "hub started");
 
         let save = |subscription: &crate::subscribe::Subscription| {
             if let Some(path) = &self.state_file {
@@ -455,17 +452,11 @@ impl crate::metrics::Observed for HubStats {
     }
 }
 
-fn subscription_endpoints(config: &Config) -> usize {
-    config.subscribe_endpoints().len()
-}
-
 /// The hub's side of one consumer.
 struct Queue {
     sender: mpsc::Sender<Arc<Message>>,
     patterns: Vec<TopicPattern>,
     stats: Arc<ConsumerStats>,
-    /// Full for longer than the stall timeout, and not yet half empty.
-    stalled: bool,
 }
 
 impl Queue {
@@ -475,19 +466,20 @@ impl Queue {
     /// stalled: its messages are dropped, without waiting, until it has
     /// worked its queue down to half.
     async fn offer(&mut self, message: &Arc<Message>, pending: &AtomicU64, stall: Duration) {
-        if self.stalled && self.sender.capacity() * 2 >= self.sender.max_capacity() {
-            self.stalled = false;
+        // Only this task writes the flag; the counters share it with /health.
+        let mut stalled = self.stats.stalled.load(Ordering::Relaxed);
+        if stalled && self.sender.capacity() * 2 >= self.sender.max_capacity() {
+            stalled = false;
             self.stats.stalled.store(false, Ordering::Relaxed);
             tracing::info!(consumer = %self.stats.name, "consumer caught up");
         }
         pending.fetch_add(1, Ordering::AcqRel);
-        let sent = if self.stalled {
+        let sent = if stalled {
             self.sender.try_send(message.clone()).is_ok()
         } else {
             match tokio::time::timeout(stall, self.sender.send(message.clone())).await {
                 Ok(sent) => sent.is_ok(),
                 Err(_) => {
-                    self.stalled = true;
                     self.stats.stalled.store(true, Ordering::Relaxed);
                     tracing::warn!(
                         consumer = %self.stats.name,

@@ -14,9 +14,9 @@
 //! Addresses must be loopback: the counters are for the local monitoring
 //! agent (or a Prometheus scraping through it), not for the world.
 //!
-//! `GET /health` answers `200` with `{"status": "ok", ...}` or
-//! `{"status": "degraded", "problems": [...]}`, and `503` with
-//! `"failing"`. `fedmsg-check` reads it.
+//! `GET /health` answers `{"status": "ok", ...}` or `{"status":
+//! "degraded", "problems": [...]}`. A service that cannot do its job at all
+//! has stopped, and answers nothing; `fedmsg-check` reports that.
 
 use crate::publish::PubCounters;
 use crate::subscribe::Stats;
@@ -55,8 +55,6 @@ pub enum Health {
     Ok,
     /// Working, with problems worth a look (each one a line).
     Degraded(Vec<String>),
-    /// Not doing its job.
-    Failing(Vec<String>),
 }
 
 impl Health {
@@ -64,32 +62,21 @@ impl Health {
     pub fn degrade(&mut self, problem: String) {
         match self {
             Health::Ok => *self = Health::Degraded(vec![problem]),
-            Health::Degraded(list) | Health::Failing(list) => list.push(problem),
+            Health::Degraded(list) => list.push(problem),
         }
-    }
-
-    /// Adds a problem that makes the service fail.
-    pub fn fail(&mut self, problem: String) {
-        let mut problems = match std::mem::replace(self, Health::Ok) {
-            Health::Ok => Vec::new(),
-            Health::Degraded(list) | Health::Failing(list) => list,
-        };
-        problems.push(problem);
-        *self = Health::Failing(problems);
     }
 
     fn label(&self) -> &'static str {
         match self {
             Health::Ok => "ok",
             Health::Degraded(_) => "degraded",
-            Health::Failing(_) => "failing",
         }
     }
 
     fn problems(&self) -> &[String] {
         match self {
             Health::Ok => &[],
-            Health::Degraded(list) | Health::Failing(list) => list,
+            Health::Degraded(list) => list,
         }
     }
 }
@@ -345,18 +332,7 @@ async fn answer(
                 "status": health.label(),
                 "problems": health.problems(),
             });
-            let status = if matches!(health, Health::Failing(_)) {
-                503
-            } else {
-                200
-            };
-            respond(
-                &mut stream,
-                status,
-                "application/json",
-                &format!("{body}\n"),
-            )
-            .await
+            respond(&mut stream, 200, "application/json", &format!("{body}\n")).await
         }
         _ => respond(&mut stream, 404, "text/plain", "try /metrics or /health\n").await,
     }
@@ -373,7 +349,6 @@ async fn respond(
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
         _ => "",
     };
     let head = format!(
