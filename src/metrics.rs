@@ -392,3 +392,72 @@ pub async fn get(
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+
+    impl Observed for Fixed {
+        fn metrics(&self, out: &mut Exposition) {
+            out.counter("x_total", "An x.", 7);
+            out.counters("y_total", "A y.", "reason", [("a\"b", 1)]);
+        }
+        fn health(&self) -> Health {
+            let mut health = Health::Ok;
+            health.degrade("one".into());
+            health.degrade("two".into());
+            health
+        }
+    }
+
+    async fn raw(address: SocketAddr, request: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_health_and_refuses_the_rest() {
+        let server = serve("127.0.0.1:0".parse().unwrap(), "test", Arc::new(Fixed))
+            .await
+            .unwrap();
+        let address = server.address();
+        let wait = Duration::from_secs(5);
+        let (code, text) = get(address, "/metrics", wait).await.unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            text.contains("# TYPE x_total counter\nx_total 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("y_total{reason=\"a\\\"b\"} 1\n"), "{text}");
+        let (code, text) = get(address, "/health?verbose", wait).await.unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(
+            text,
+            "{\"problems\":[\"one\",\"two\"],\"service\":\"test\",\"status\":\"degraded\"}\n"
+        );
+        assert_eq!(get(address, "/", wait).await.unwrap().0, 404);
+        let answer = raw(address, b"POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
+        let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        // Just over the limit, so the server has read all of it when it
+        // answers (unread data would reset the connection).
+        huge.extend(std::iter::repeat_n(b'a', MAX_REQUEST));
+        let answer = raw(address, &huge).await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        // Still serving after the bad requests.
+        assert_eq!(get(address, "/metrics", wait).await.unwrap().0, 200);
+    }
+
+    #[tokio::test]
+    async fn only_loopback_addresses_are_served() {
+        let error = serve("0.0.0.0:0".parse().unwrap(), "test", Arc::new(Fixed))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, MetricsError::NotLoopback(_)), "{error}");
+    }
+}

@@ -254,3 +254,19 @@ fn local_fedmsg_d_is_read_by_binaries() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "fromenv\n");
 }
+
+#[test]
+fn metrics_addresses_name_key_and_value() {
+    let (_, message) = error_of("[metrics]\nrelay = \"localhost\"\n");
+    assert!(
+        message.contains("`metrics.relay`")
+            && message.contains("\"localhost\"")
+            && message.contains("HOST:PORT"),
+        "{message}"
+    );
+    let (_, message) = error_of("[metrics]\ngateway = \"10.0.0.1:9942\"\n");
+    assert!(
+        message.contains("`metrics.gateway`") && message.contains("loopback"),
+        "{message}"
+    );
+}

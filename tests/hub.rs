@@ -412,3 +412,93 @@ fn the_example_consumer_runs_as_a_process() {
     let stderr = consumer.stderr_text();
     assert!(stderr.contains("consumer stopped"), "{stderr}");
 }
+
+/// Waits at a gate before each message, then records it.
+struct Gated {
+    open: tokio::sync::watch::Receiver<bool>,
+    seen: mpsc::UnboundedSender<(String, i64)>,
+}
+
+impl Consumer for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+    fn topics(&self) -> Vec<TopicPattern> {
+        vec![pattern("org.fedoraproject.dev.test.#")]
+    }
+    async fn consume(&mut self, message: &Message, _: &HubContext) -> Result<(), ConsumeError> {
+        self.open.wait_for(|open| *open).await?;
+        let _ = self.seen.send((message.topic().to_owned(), n_of(message)));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_consumer_gets_messages_again_once_it_catches_up() {
+    let port = free_port();
+    let bus = Bus::new("", &format!("\"test.host\" = \"tcp://127.0.0.1:{port}\""));
+    let config = load(&bus);
+    let publisher = Publisher::bind(&config, "test.host").await.unwrap();
+    let (gate, open) = tokio::sync::watch::channel(true);
+    let (gated_tx, mut gated) = mpsc::unbounded_channel();
+    let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
+    let hub = Hub::new(&config)
+        .consumer(Gated {
+            open,
+            seen: gated_tx,
+        })
+        .consumer(Recorder {
+            name: "ticks",
+            topics: vec![pattern("org.fedoraproject.dev.test.#")],
+            seen: ticks_tx,
+        })
+        .queue_size(4)
+        .stall_timeout(Duration::from_millis(100));
+    let live = hub.stats();
+    let running = start(hub);
+    probe_until_heard(&publisher, "test", &mut ticks).await;
+    while tokio::time::timeout(Duration::from_millis(100), gated.recv())
+        .await
+        .is_ok()
+    {}
+
+    // The gate closes: the gated consumer holds one, queues four, stalls.
+    gate.send_replace(false);
+    for n in 0..20 {
+        publisher
+            .publish("tick", "test", &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    for n in 0..20 {
+        expect_n(&mut ticks, "org.fedoraproject.dev.test.tick", n).await;
+    }
+    let stats = live.consumers[0].clone();
+    assert!(stats.stalled.load(Ordering::Relaxed));
+    assert!(stats.dropped.load(Ordering::Relaxed) >= 15);
+
+    // It works its queue off, and is fed again.
+    gate.send_replace(true);
+    let held = stats.delivered.load(Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stats.consumed.load(Ordering::Relaxed) < held {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::task::yield_now().await;
+    }
+    while tokio::time::timeout(Duration::from_millis(100), gated.recv())
+        .await
+        .is_ok()
+    {}
+    for n in 0..5 {
+        publisher
+            .publish("after", "test", &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    for n in 0..5 {
+        expect_n(&mut gated, "org.fedoraproject.dev.test.after", n).await;
+    }
+    assert!(!stats.stalled.load(Ordering::Relaxed));
+    let stats = stop(running).await;
+    assert_eq!(stats.consumers[0].failed.load(Ordering::Relaxed), 0);
+}

@@ -646,3 +646,53 @@ fn metrics_addresses_must_be_loopback() {
         "{stderr}"
     );
 }
+
+#[test]
+fn fedmsg_check_warns_of_a_degraded_service_and_a_missing_publisher() {
+    let (metrics, gateway_port, dead) = (free_port(), free_port(), free_port());
+    let bus = Bus::new(
+        &format!("[metrics]\ngateway = \"127.0.0.1:{metrics}\""),
+        &format!("\"svc.host\" = \"tcp://127.0.0.1:{dead}\""),
+    );
+    // No relay and no publisher yet: the gateway runs but reads nothing.
+    let mut gateway = Proc::spawn({
+        let mut command = bus.command("fedmsg-gateway");
+        command.args(["--host", "127.0.0.1", "--port", &gateway_port.to_string()]);
+        command
+    });
+    gateway.wait_stderr("ready", WAIT);
+    let (code, out) = check(&bus, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out,
+        "FEDMSG WARNING - 0 of 1 services healthy\nWARNING: gateway: degraded: connected to no publisher endpoint\n"
+    );
+    // With the relay up the gateway connects to it: healthy again.
+    let _relay = bus.start_relay();
+    let deadline = Instant::now() + WAIT;
+    while check(&bus, &[]).0 != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never became healthy"
+        );
+        std::thread::yield_now();
+    }
+    // A publisher that is not running is a warning, not critical.
+    let (code, out) = check(&bus, &["--endpoints"]);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0]
+            .starts_with("FEDMSG WARNING - 1 of 1 services healthy, 2 of 3 endpoints reachable"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "WARNING: svc.host: cannot connect to tcp://127.0.0.1:{dead}"
+        )),
+        "{out}"
+    );
+    gateway.interrupt();
+    assert!(gateway.wait_exit(WAIT).success());
+}
