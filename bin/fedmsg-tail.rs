@@ -3,6 +3,7 @@
 use clap::{Parser, ValueEnum};
 use fedmsg::cli::{self, ConfigArgs};
 use fedmsg::tail::{self, Format, TailOptions, TailOutcome};
+use fedmsg::template::{self, Scope, Template};
 use regex::Regex;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -33,6 +34,12 @@ struct Args {
     /// Hide topics matching this regular expression.
     #[arg(long, value_name = "RE", default_value = "_heartbeat")]
     exclude: String,
+    /// Show only messages involving one of these users, comma-separated (by the [[meta]] rules).
+    #[arg(long, value_name = "USERS", value_delimiter = ',')]
+    users: Vec<String>,
+    /// Show only messages about one of these packages, comma-separated (by the [[meta]] rules).
+    #[arg(long, value_name = "PACKAGES", value_delimiter = ',')]
+    packages: Vec<String>,
     /// Pretty-print each message (Python pprint layout, times in local time).
     #[arg(long)]
     pretty: bool,
@@ -48,6 +55,11 @@ struct Args {
     /// One compact JSON envelope per line, nothing else (for jq).
     #[arg(long)]
     json: bool,
+    /// One line per message from TEMPLATE: envelope fields ({topic}, {msg.log}, {username|none}),
+    /// {time} or {time:%H:%M:%S}, {title}, {subtitle}, {link}, {usernames}, {packages}, {json};
+    /// \n, \t and \e are read as escapes.
+    #[arg(long, value_name = "TEMPLATE", conflicts_with_all = ["json", "terse", "query", "pretty", "really_pretty"])]
+    format: Option<String>,
     /// Exit after this many messages.
     #[arg(long, short = 'n', value_name = "N")]
     count: Option<u64>,
@@ -80,6 +92,15 @@ fn regex(flag: &str, text: &str) -> Result<Regex, String> {
     Regex::new(text).map_err(|e| format!("invalid {flag} regular expression {text:?}: {e}"))
 }
 
+/// The non-empty items of a comma-separated flag, trimmed.
+fn words(items: Vec<String>) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     args.config.init_logging();
@@ -99,7 +120,24 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return cli::fail("fedmsg-tail", cli::EXIT_USAGE, e),
     };
-    let format = if args.json {
+    let template = match args
+        .format
+        .as_deref()
+        .map(|text| Template::parse(&template::unescape(text), Scope::Output))
+        .transpose()
+    {
+        Ok(template) => template,
+        Err(e) => {
+            return cli::fail(
+                "fedmsg-tail",
+                cli::EXIT_USAGE,
+                anyhow::anyhow!("--format: {e}"),
+            )
+        }
+    };
+    let format = if let Some(template) = template {
+        Format::Template(template)
+    } else if args.json {
         Format::Json
     } else if args.terse {
         Format::Terse
@@ -161,6 +199,8 @@ fn main() -> ExitCode {
         topics: args.topic,
         include,
         exclude,
+        users: words(args.users),
+        packages: words(args.packages),
         format,
         color,
         count: args.count,

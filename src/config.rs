@@ -5,7 +5,7 @@
 //! 1. **Raw layers.** Each source is read into a TOML table and checked on
 //!    its own, so an error names the source (file, environment variable or
 //!    flag), the key and the value. Layers, later wins, tables merged
-//!    recursively:
+//!    recursively, `[[meta]]` rules added up with a later layer's first:
 //!    built-in defaults (`endpoints.example.toml`, embedded) →
 //!    `/etc/fedmsg.d/*.toml` (sorted) → `$XDG_CONFIG_HOME/fedmsg/*.toml`
 //!    (default `~/.config/fedmsg`) → `./fedmsg.d/*.toml` → `FEDMSG_CONFIG`
@@ -144,6 +144,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "gateway_high_water_mark",
     "gateway_max_readers",
     "metrics",
+    "meta",
 ];
 
 /// Keys whose value is a table with free-form keys (checked entry by entry).
@@ -234,6 +235,7 @@ pub struct RawConfig {
     pub gateway_high_water_mark: Option<u64>,
     pub gateway_max_readers: Option<u64>,
     pub metrics: Option<BTreeMap<String, String>>,
+    pub meta: Option<Vec<crate::meta::RawRule>>,
 }
 
 /// Where and how `fedmsg-gateway` serves outside readers.
@@ -336,6 +338,9 @@ pub struct Config {
     /// hub's name) → the loopback address its `/metrics` and `/health` are
     /// served on.
     pub metrics: BTreeMap<String, std::net::SocketAddr>,
+    /// The `[[meta]]` rules for summaries, in the order they are tried:
+    /// later layers' first, the built-in ones last.
+    pub meta: Vec<crate::meta::Rule>,
     /// The merged TOML, for `fedmsg-config`.
     pub merged: Table,
     /// The sources that were read, in order.
@@ -512,7 +517,7 @@ fn assemble(
     }
     let mut sources = vec![Source::Builtin];
     for layer in files.into_iter().chain(overrides) {
-        merge(&mut merged, layer.table);
+        merge_layer(&mut merged, layer.table);
         sources.push(layer.source);
     }
     let raw =
@@ -523,6 +528,17 @@ fn assemble(
             reason: e.to_string(),
         })?;
     resolve(raw, merged, sources)
+}
+
+/// Merges one layer into the layers below it: tables key by key, `meta`
+/// rules put before the earlier layers' rules, anything else replaced.
+fn merge_layer(base: &mut Table, mut over: Table) {
+    if let (Some(Value::Array(earlier)), Some(Value::Array(rules))) =
+        (base.get("meta"), over.get_mut("meta"))
+    {
+        rules.extend(earlier.iter().cloned());
+    }
+    merge(base, over);
 }
 
 /// Recursively merges `over` into `base`: tables key by key, anything else replaced.
@@ -639,6 +655,17 @@ fn check_table(source: Source, table: Table) -> Result<Layer, ConfigError> {
                     )?;
                 }
             }
+            (false, Value::Array(rules)) if key == "meta" => {
+                for (i, rule) in rules.iter().enumerate() {
+                    check_value(
+                        &source,
+                        key,
+                        &format!("meta[{i}]"),
+                        Value::Array(vec![rule.clone()]),
+                        rule,
+                    )?;
+                }
+            }
             _ => check_value(&source, key, key, value.clone(), value)?,
         }
     }
@@ -697,6 +724,14 @@ fn check_value(
                 reason: e.to_string(),
             });
         }
+    }
+    for rule in raw.meta.iter().flatten() {
+        crate::meta::Rule::from_raw(rule).map_err(|e| ConfigError::Invalid {
+            source_name: source.clone(),
+            key: format!("{shown_key}.{}", e.field),
+            value: show(&Value::String(e.value)),
+            reason: e.reason,
+        })?;
     }
     if let Some(map) = &raw.metrics {
         for address in map.values() {
@@ -925,6 +960,12 @@ fn resolve(raw: RawConfig, merged: Table, sources: Vec<Source>) -> Result<Config
             .into_iter()
             .filter_map(|(name, a)| a.parse().ok().map(|a| (name, a)))
             .collect(),
+        meta: raw
+            .meta
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|rule| crate::meta::Rule::from_raw(rule).ok())
+            .collect(),
         merged,
         sources,
     })
@@ -1065,7 +1106,8 @@ mod tests {
                 DEFAULTS_TOML.lines().any(|l| l
                     .trim_start_matches(['#', ' '])
                     .starts_with(&format!("{key} ="))
-                    || l.trim() == format!("[{key}]")),
+                    || l.trim() == format!("[{key}]")
+                    || l.trim() == format!("[[{key}]]")),
                 "endpoints.example.toml does not document `{key}`"
             );
         }

@@ -31,7 +31,9 @@
 //!   runs many consumers with bounded queues, isolating failures.
 //! * [`replay`]: kept history and fedmsg's REQ/REP replay protocol.
 //! * [`sequence`]: per-incarnation sequence tracking, gaps and duplicates.
-//! * [`tail`], [`logger`], [`announce`], [`trigger`], [`meta`], [`verify`],
+//! * [`meta`], [`template`]: summaries of messages from TOML rules, and
+//!   the templates they and `fedmsg-tail --format` are written in.
+//! * [`tail`], [`logger`], [`announce`], [`trigger`], [`verify`],
 //!   [`bench`]: the command-line tools' behaviour.
 //! * [`metrics`]: `/metrics` and `/health` for the long-running commands;
 //!   [`check`]: `fedmsg-check`, which asks them.
@@ -62,6 +64,7 @@ pub mod replay;
 pub mod sequence;
 pub mod subscribe;
 pub mod tail;
+pub mod template;
 pub mod topic;
 mod transport;
 pub mod trigger;

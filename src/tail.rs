@@ -2,7 +2,9 @@
 //!
 //! Output formats are fedmsg's (the default Python-style dict, `--pretty`,
 //! `--really-pretty`, `--terse`, `--query`), each line prefixed as fedmsg's
-//! logger does, plus `--json` (one compact envelope per line, for `jq`).
+//! logger does, plus `--json` (one compact envelope per line, for `jq`)
+//! and `--format` (a [template](crate::template) per message). `--terse`,
+//! `--users` and `--packages` use the configuration's [`meta`](crate::meta) rules.
 //! Output is buffered and flushed whenever no further message is waiting,
 //! so a pipe sees every message promptly without a write per message under
 //! load.
@@ -11,9 +13,10 @@ use crate::canonical::{self, Palette};
 use crate::config::Config;
 use crate::crypto::Verdict;
 use crate::envelope::Message;
-use crate::meta;
+use crate::meta::Rules;
 use crate::sequence::State;
 use crate::subscribe::{Stats, Subscriber};
+use crate::template::Template;
 use futures::{FutureExt, StreamExt};
 use regex::Regex;
 use serde_json::Value;
@@ -37,6 +40,8 @@ pub enum Format {
     Query(Vec<String>),
     /// `--json`: the envelope as received, one per line.
     Json,
+    /// `--format TEMPLATE`: the template filled in, one per message.
+    Template(Template),
 }
 
 /// What `fedmsg-tail` was asked to do.
@@ -48,6 +53,11 @@ pub struct TailOptions {
     pub include: Option<Regex>,
     /// Hide topics matching this (fedmsg hides `_heartbeat` by default).
     pub exclude: Option<Regex>,
+    /// Show only messages involving one of these users (`--users`), by the
+    /// [`meta`](crate::meta) rules.
+    pub users: Vec<String>,
+    /// Show only messages about one of these packages (`--packages`).
+    pub packages: Vec<String>,
     /// Output format.
     pub format: Format,
     /// Colour `--really-pretty` output.
@@ -72,6 +82,8 @@ impl Default for TailOptions {
             topics: Vec::new(),
             include: None,
             exclude: Regex::new("_heartbeat").ok(),
+            users: Vec::new(),
+            packages: Vec::new(),
             format: Format::Default,
             color: false,
             count: None,
@@ -145,6 +157,7 @@ pub async fn run<W: Write>(
     if let Some(since) = options.since {
         subscriber = subscriber.since(since);
     }
+    let rules = Rules::from_config(config);
     let mut subscription = subscriber.subscribe();
     let stats = subscription.stats();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
@@ -181,14 +194,16 @@ pub async fn run<W: Write>(
         let mut next = first;
         // Write everything already waiting, then flush once.
         while let Some(received) = next {
-            if wanted(received.topic(), options) {
+            if wanted(received.topic(), options)
+                && rules.involves(&received.message, &options.users, &options.packages)
+            {
                 line.clear();
                 render(
                     &mut line,
                     &received.message,
                     received.verdict.as_ref(),
                     options,
-                    &config.topic_prefix,
+                    &rules,
                 );
                 out.write_all(line.as_bytes())?;
                 shown += 1;
@@ -224,14 +239,23 @@ pub fn render(
     message: &Message,
     verdict: Option<&Verdict>,
     options: &TailOptions,
-    topic_prefix: &str,
+    rules: &Rules,
 ) {
-    if options.format == Format::Json {
-        // Python's relay re-encodes bodies with spaces; re-emitting the
-        // canonical form keeps one compact line per message whatever the hop.
-        canonical::write_canonical_object_without(out, message.body(), &[]);
-        out.push('\n');
-        return;
+    match &options.format {
+        Format::Json => {
+            // Python's relay re-encodes bodies with spaces; re-emitting the
+            // canonical form keeps one compact line per message whatever the hop.
+            canonical::write_canonical_object_without(out, message.body(), &[]);
+            out.push('\n');
+            return;
+        }
+        Format::Template(template) => {
+            let summary = template.needs_summary().then(|| rules.summarise(message));
+            template.render(out, message.body(), summary.as_ref());
+            out.push('\n');
+            return;
+        }
+        _ => {}
     }
     out.push_str(
         &chrono::Local::now()
@@ -265,7 +289,7 @@ pub fn render(
         }
         Format::Terse => {
             out.push('\n');
-            out.push_str(&meta::summarise(message, topic_prefix).terse());
+            out.push_str(&rules.summarise(message).terse());
         }
         Format::Query(keys) => {
             let body = Value::Object(message.body().clone());
@@ -283,7 +307,7 @@ pub fn render(
                 .collect();
             out.push_str(&values.join(", "));
         }
-        Format::Json => {}
+        Format::Json | Format::Template(_) => {}
     }
     out.push('\n');
 }
@@ -458,7 +482,7 @@ mod tests {
                 format,
                 ..Default::default()
             },
-            "org.fedoraproject",
+            &Rules::from_config(&crate::config::Config::builtin().unwrap()),
         );
         out
     }

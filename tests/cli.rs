@@ -156,18 +156,26 @@ fn logger_refuses_invalid_json_with_exit_2() {
 }
 
 fn tail_with(bus: &Bus, args: &[&str]) -> Proc {
-    // Get the relay path warm with a --json tail first, then start the real
-    // one and probe it too.
+    tail_probed(bus, args, &["--message", "probe", "--topic", "probe"])
+}
+
+/// Starts `fedmsg-tail` with `args` and runs `fedmsg-logger` with `probe`
+/// until the tail shows something, then drops the rest of the probes'
+/// output (multi-line formats, probes in flight), so later messages cannot
+/// be lost to a slow joiner.
+fn tail_probed(bus: &Bus, args: &[&str], probe: &[&str]) -> Proc {
     let mut command = bus.command("fedmsg-tail");
     command.args(args);
     let mut tail = Proc::spawn(command);
     let deadline = Instant::now() + WAIT;
     loop {
-        let out = run_logger(bus, &["--message", "probe", "--topic", "probe"], "");
-        assert!(out.status.success());
-        if let Some(line) = tail.stdout_line(Duration::from_millis(200)) {
-            // Skip the rest of this probe's output (multi-line formats).
-            let _ = line;
+        let out = run_logger(bus, probe, "");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if tail.stdout_line(Duration::from_millis(200)).is_some() {
             while tail.stdout_line(Duration::from_millis(150)).is_some() {}
             return tail;
         }
@@ -576,4 +584,107 @@ fn fedmsg_bench_runs_every_kind_of_scenario() {
         }
         assert_eq!(sides, wanted, "{args:?}");
     }
+}
+
+/// A tail whose filters let `probe` (JSON on `git.receive`) through.
+fn tail_ready_for_git(bus: &Bus, args: &[&str], probe: &str) -> Proc {
+    let logger = ["--json-input", "--topic", "receive", "--modname", "git"];
+    tail_probed(bus, args, &[&logger[..], &["--message", probe]].concat())
+}
+
+#[test]
+fn tail_filters_by_users_and_packages_and_fills_format_templates() {
+    let rule = "[[meta]]\ntopic = \"git.receive\"\nsubtitle = \"{msg.user} pushed {msg.repo}\"\nlink = \"https://git.example.org/{msg.repo}\"\nusernames = [\"msg.user\"]\npackages = [\"msg.repo\"]\n";
+    let bus = Bus::new(rule, "");
+    let _relay = bus.start_relay();
+    let probe = r#"{"user": "probe", "repo": "probe"}"#;
+    let format = r"{title}|{subtitle}|{link}|{usernames}|{packages}|{msg.branch|no branch}|{time:%Y}\t{topic}";
+    let mut by_user = tail_ready_for_git(
+        &bus,
+        &["--users", "alice, carol,probe,end", "--format", format],
+        probe,
+    );
+    let mut by_package =
+        tail_ready_for_git(&bus, &["--packages", "kernel,probe,end", "--terse"], probe);
+    let mut both = tail_ready_for_git(
+        &bus,
+        &[
+            "--users",
+            "dave,probe,end",
+            "--packages",
+            "kernel,probe,end",
+            "--format",
+            "{msg.user}",
+        ],
+        probe,
+    );
+    let pushes = [
+        r#"{"user": "bob", "repo": "glibc"}"#,
+        r#"{"user": "alice", "repo": "kernel", "branch": "main"}"#,
+        r#"{"user": "carol", "repo": "rpm"}"#,
+        r#"{"user": "dave", "repo": "kernel"}"#,
+        r#"{"user": "dave", "repo": "bash"}"#,
+        r#"{"user": "end", "repo": "end"}"#,
+    ];
+    let out = run_logger(
+        &bus,
+        &["--json-lines", "--topic", "receive", "--modname", "git"],
+        &(pushes.join("\n") + "\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Later tails' probes reach the earlier tails too.
+    let shown = |tail: &mut Proc, last: &str| -> Vec<String> {
+        lines_until(tail, last)
+            .into_iter()
+            .filter(|l| !l.contains("probe") && !l.contains("fedmsg.commands"))
+            .collect()
+    };
+    let year = chrono::Local::now().format("%Y").to_string();
+    let line = |user: &str, repo: &str, branch: &str| {
+        format!("git.receive|{user} pushed {repo}|https://git.example.org/{repo}|{user}|{repo}|{branch}|{year}\torg.fedoraproject.dev.git.receive")
+    };
+    assert_eq!(
+        shown(&mut by_user, "end pushed"),
+        [
+            line("alice", "kernel", "main"),
+            line("carol", "rpm", "no branch"),
+            line("end", "end", "no branch"),
+        ]
+    );
+    assert_eq!(
+        shown(&mut by_package, "end pushed"),
+        [
+            "git.receive -- alice pushed kernel https://git.example.org/kernel",
+            "git.receive -- dave pushed kernel https://git.example.org/kernel",
+            "git.receive -- end pushed end https://git.example.org/end",
+        ]
+    );
+    assert_eq!(shown(&mut both, "end"), ["dave", "end"]);
+}
+
+#[test]
+fn tail_refuses_a_bad_format_template() {
+    let bus = Bus::new("", "");
+    let out = bus
+        .command("fedmsg-tail")
+        .args(["--format", "{topic} {msg.log"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--format") && stderr.contains("{msg.log") && stderr.contains("closing"),
+        "{stderr}"
+    );
+    let out = bus
+        .command("fedmsg-tail")
+        .args(["--format", "{topic}", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

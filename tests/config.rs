@@ -270,3 +270,138 @@ fn metrics_addresses_name_key_and_value() {
         "{message}"
     );
 }
+
+/// The commented-out `[[meta]]` rule of the example file, uncommented.
+fn example_meta_rule() -> String {
+    let mut lines = DEFAULTS_TOML
+        .lines()
+        .skip_while(|line| *line != "# [[meta]]")
+        .take_while(|line| line.starts_with("# "))
+        .map(|line| line.trim_start_matches("# ").to_owned())
+        .peekable();
+    assert!(lines.peek().is_some(), "no commented [[meta]] example");
+    lines.collect::<Vec<_>>().join("\n") + "\n"
+}
+
+#[test]
+fn meta_rules_of_later_layers_come_first_and_the_example_rule_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(&root.join("etc/10-example.toml"), &example_meta_rule());
+    write(
+        &root.join("etc/20-more.toml"),
+        "[[meta]]\ntopic = \"git.#\"\nsubtitle = \"any git\"\n[[meta]]\ntopic = \"logger.log\"\nsubtitle = \"mine: {msg.log}\"\n",
+    );
+    let config = Loader::isolated()
+        .system_dir(root.join("etc"))
+        .load()
+        .unwrap();
+    let patterns: Vec<String> = config
+        .meta
+        .iter()
+        .map(|rule| rule.pattern().to_string())
+        .collect();
+    assert_eq!(
+        patterns,
+        [
+            "git.#",
+            "logger.log",
+            "git.receive",
+            "logger.log",
+            "logger.#",
+            "announce.#"
+        ]
+    );
+    let rules = fedmsg::meta::Rules::from_config(&config);
+    let message =
+        |body: serde_json::Value| fedmsg::Message::from_body(body.as_object().cloned().unwrap());
+    // 20-more.toml's logger rule is tried before the built-in one.
+    let log = message(
+        serde_json::json!({"topic": "org.fedoraproject.dev.logger.log", "msg": {"log": "hi"}, "username": "u"}),
+    );
+    assert_eq!(rules.summarise(&log).terse(), "logger.log -- mine: hi ");
+    // The example rule is shadowed by the later "git.#", so only the
+    // example file alone shows it at work.
+    let alone = Loader::isolated()
+        .file(Some(root.join("etc/10-example.toml")))
+        .load()
+        .unwrap();
+    let push = message(
+        serde_json::json!({"topic": "org.fedoraproject.prod.git.receive",
+        "msg": {"commit": {"username": "alice", "repo": "kernel", "branch": "main", "rev": "abc123"}}}),
+    );
+    let summary = fedmsg::meta::Rules::from_config(&alone).summarise(&push);
+    assert_eq!(
+        summary.terse(),
+        "git push -- alice pushed to kernel (main) https://src.example.org/kernel/c/abc123"
+    );
+    assert_eq!(summary.usernames, ["alice"]);
+    assert_eq!(summary.packages, ["kernel"]);
+    assert_eq!(rules.summarise(&push).subtitle, "any git");
+}
+
+#[test]
+fn meta_rule_errors_name_the_rule_field_and_value() {
+    let (_, message) =
+        error_of("[[meta]]\ntopic = \"a\"\n[[meta]]\ntopic = \"b\"\nsubtitle = \"{msg.log\"\n");
+    assert!(
+        message.contains("`meta[1].subtitle`")
+            && message.contains("\"{msg.log\"")
+            && message.contains("closing"),
+        "{message}"
+    );
+    let (_, message) = error_of("[[meta]]\ntopic = \"a.b*\"\n");
+    assert!(
+        message.contains("`meta[0].topic`") && message.contains("whole words"),
+        "{message}"
+    );
+    let (_, message) = error_of("[[meta]]\ntopic = \"a\"\nsubtitel = \"x\"\n");
+    assert!(
+        message.contains("`meta[0]`") && message.contains("subtitel"),
+        "{message}"
+    );
+    let (_, message) = error_of("[[meta]]\nsubtitle = \"x\"\n");
+    assert!(
+        message.contains("`meta[0]`") && message.contains("topic"),
+        "{message}"
+    );
+    let (_, message) = error_of("[[meta]]\ntopic = \"a\"\nlink = \"{title}\"\n");
+    assert!(
+        message.contains("`meta[0].link`") && message.contains("only available in --format"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_meta_rules_in_the_docs_are_valid() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    let blocks: Vec<&str> = docs
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+        .filter(|block| block.contains("[[meta]]"))
+        .collect();
+    assert!(!blocks.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    for block in blocks {
+        let path = dir.path().join("docs.toml");
+        write(&path, block);
+        let config = Loader::isolated()
+            .file(Some(path))
+            .load()
+            .unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let build = fedmsg::Message::from_body(
+            serde_json::json!({"topic": "org.fedoraproject.prod.buildsys.build.state.change",
+                "msg": {"owner": "carol", "name": "rpm", "version": "4.20", "builds": [{"package": "rpm-libs"}]}})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        );
+        let summary = fedmsg::meta::Rules::from_config(&config).summarise(&build);
+        assert_eq!(summary.subtitle, "carol built rpm-4.20-?");
+        assert_eq!(summary.packages, ["rpm", "rpm-libs"]);
+    }
+}

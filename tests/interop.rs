@@ -212,3 +212,77 @@ fn the_benchmark_scripts_run() {
         "{chart}"
     );
 }
+
+/// The built-in `[[meta]]` rules summarise fedmsg-logger's and
+/// fedmsg-announce's messages exactly as Python's `fedmsg.meta` does:
+/// `msg2repr` (what `--terse` prints) and `msg2usernames` (what `--users`
+/// filters on), and a topic no rule knows falls to the catch-all.
+#[test]
+fn builtin_meta_rules_summarise_as_python_fedmsg_meta() {
+    let Some(venv) = venv() else { return };
+    let messages = json!([
+        {"topic": "org.fedoraproject.dev.logger.log", "msg": {"log": "Hello world"}, "username": "root"},
+        {"topic": "org.fedoraproject.dev.logger.log", "msg": {"log": ""}, "username": "root"},
+        {"topic": "org.fedoraproject.dev.logger.log", "msg": {"log": "no user"}},
+        {"topic": "org.fedoraproject.prod.logger.log", "msg": {"a": 1, "b": [2]}, "username": "alice"},
+        {"topic": "org.fedoraproject.dev.logger.other", "msg": {"log": "x"}, "username": "root"},
+        {"topic": "org.fedoraproject.dev.logger", "msg": {}, "username": "root"},
+        {"topic": "org.fedoraproject.stg.announce.announcement", "msg": {"message": "Outage at 10:00", "link": "https://status.example.org"}, "username": "bob"},
+        {"topic": "org.fedoraproject.dev.announce.announcement", "msg": {"message": "No user", "link": ""}},
+        {"topic": "org.fedoraproject.dev.git.receive", "msg": {"log": "x"}, "username": "root"},
+        {"topic": "org.fedoraproject.dev.loggerx.log", "msg": {"log": "x"}, "username": "root"},
+        {"topic": "com.example.dev.logger.log", "msg": {"log": "other prefix"}, "username": "root"},
+    ]);
+    let script = r#"
+import json, sys, logging
+logging.disable(logging.CRITICAL)
+import fedmsg.meta
+config = dict(topic_prefix="org.fedoraproject", topic_prefix_re=r"org\.fedoraproject\.(dev|stg|prod)", environment="dev")
+fedmsg.meta.make_processors(**config)
+out = []
+for m in json.load(sys.stdin):
+    out.append([fedmsg.meta.msg2repr(m, **config), sorted(fedmsg.meta.msg2usernames(m, **config))])
+print(json.dumps(out))
+"#;
+    let mut python = Command::new(venv.join("bin").join("python"));
+    let dir = tempfile::tempdir().unwrap();
+    crate::util::isolate(&mut python, dir.path());
+    let mut child = python
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        messages.to_string().as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let rules = fedmsg::meta::Rules::from_config(&fedmsg::Config::builtin().unwrap());
+    let ours: Vec<serde_json::Value> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let message = fedmsg::Message::from_body(m.as_object().cloned().unwrap());
+            let summary = rules.summarise(&message);
+            let mut users = summary.usernames.clone();
+            users.sort();
+            json!([summary.terse(), users])
+        })
+        .collect();
+    let theirs = theirs.as_array().unwrap();
+    assert_eq!(theirs.len(), ours.len());
+    for (i, (ours, theirs)) in ours.iter().zip(theirs).enumerate() {
+        assert_eq!(ours, theirs, "message {i}: {}", messages[i]);
+    }
+}
