@@ -482,7 +482,52 @@ fn every_command_has_help_version_completions_and_a_man_page() {
             man.contains(&format!(".TH {name} 1")) && man.contains("\\-\\-config"),
             "{name}: {man}"
         );
+        documented(name, &text);
     }
+}
+
+/// docs/cli.md has a section for `name` that names every flag its
+/// `--help` lists (or the table of common flags does) and shows an example
+/// beyond the synopsis.
+fn documented(name: &str, help: &str) {
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md")).unwrap();
+    let common = docs.split("\n## ").next().unwrap();
+    let section = docs
+        .split("\n## ")
+        .find(|s| s.starts_with(&format!("{name}\n")))
+        .unwrap_or_else(|| panic!("docs/cli.md has no section for {name}"));
+    for line in help.lines().map(str::trim_start) {
+        // "-n, --messages <N>" or "--topic <PREFIX>"
+        let Some(flag) = line
+            .split_whitespace()
+            .find(|w| w.starts_with("--"))
+            .filter(|_| line.starts_with('-'))
+        else {
+            continue;
+        };
+        let flag = flag.trim_end_matches(',');
+        let short = line
+            .strip_prefix('-')
+            .filter(|rest| rest.chars().nth(1) == Some(','))
+            .map(|rest| format!("-{}", &rest[..1]));
+        let mentioned = |text: &str| {
+            text.contains(&format!("`{flag}"))
+                || text.contains(&format!("[{flag}"))
+                || text.contains(&format!(" {flag}"))
+                || short.as_ref().is_some_and(|s| {
+                    text.contains(&format!("[{s} ")) || text.contains(&format!("`{s}"))
+                })
+        };
+        assert!(
+            mentioned(section) || mentioned(common),
+            "docs/cli.md does not document {name} {flag}"
+        );
+    }
+    assert!(
+        section.matches("```").count() >= 4,
+        "docs/cli.md has no example for {name} beyond its synopsis"
+    );
 }
 
 #[test]
