@@ -19,7 +19,7 @@
 //! has stopped, and answers nothing; `fedmsg-check` reports that.
 
 use crate::publish::PubCounters;
-use crate::subscribe::Stats;
+use crate::subscribe::{EndpointStats, Stats};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -88,6 +88,14 @@ pub trait Observed: Send + Sync + 'static {
     /// The service's health now.
     fn health(&self) -> Health;
 }
+
+/// A per-endpoint metric: name suffix, kind, help, and how to read it.
+type PerEndpoint = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&EndpointStats) -> u64,
+);
 
 /// Prometheus text exposition, written metric by metric.
 #[derive(Debug, Default)]
@@ -174,6 +182,47 @@ impl Exposition {
             "Publisher endpoints connected now.",
             stats.connected(),
         );
+        // Per endpoint: which publisher is down, which one loses messages.
+        let endpoints = stats.endpoints();
+        let per_endpoint: [PerEndpoint; 4] = [
+            (
+                "endpoint_connected",
+                "gauge",
+                "1 while this publisher endpoint is connected.",
+                |e| u64::from(e.connected()),
+            ),
+            (
+                "endpoint_received_total",
+                "counter",
+                "Messages received from this publisher.",
+                EndpointStats::received,
+            ),
+            (
+                "endpoint_gaps_total",
+                "counter",
+                "Sequence gaps detected in this publisher's messages.",
+                EndpointStats::gaps,
+            ),
+            (
+                "endpoint_lost_total",
+                "counter",
+                "This publisher's messages known lost.",
+                EndpointStats::lost,
+            ),
+        ];
+        for (suffix, kind, help, value) in per_endpoint {
+            let name = format!("{prefix}_{suffix}");
+            self.head(&name, help, kind);
+            for endpoint in endpoints {
+                let _ = writeln!(
+                    self.text,
+                    "{name}{{name=\"{}\",endpoint=\"{}\"}} {}",
+                    escape(endpoint.name()),
+                    escape(&endpoint.endpoint().to_string()),
+                    value(endpoint)
+                );
+            }
+        }
     }
 
     /// The counters of a bound publisher socket, `<prefix>_subscribers`

@@ -102,9 +102,83 @@ pub struct Stats {
     replayed: AtomicU64,
     lost: AtomicU64,
     gaps: AtomicU64,
+    endpoints: Vec<EndpointStats>,
+}
+
+/// Counters of one endpoint of a subscription: which publishers are
+/// connected, and which lose messages.
+#[derive(Debug)]
+pub struct EndpointStats {
+    name: String,
+    endpoint: Endpoint,
+    connections: AtomicU64,
+    received: AtomicU64,
+    gaps: AtomicU64,
+    lost: AtomicU64,
+}
+
+impl EndpointStats {
+    /// The publisher name the endpoint is listed under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// True while the endpoint is connected.
+    pub fn connected(&self) -> bool {
+        self.connections.load(Ordering::Relaxed) > 0
+    }
+
+    /// Messages delivered from this publisher (live and replayed).
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Gaps detected in this publisher's messages.
+    pub fn gaps(&self) -> u64 {
+        self.gaps.load(Ordering::Relaxed)
+    }
+
+    /// This publisher's messages reported lost.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
 }
 
 impl Stats {
+    fn for_endpoints(endpoints: &[(String, Endpoint)]) -> Stats {
+        Stats {
+            endpoints: endpoints
+                .iter()
+                .map(|(name, endpoint)| EndpointStats {
+                    name: name.clone(),
+                    endpoint: endpoint.clone(),
+                    connections: AtomicU64::new(0),
+                    received: AtomicU64::new(0),
+                    gaps: AtomicU64::new(0),
+                    lost: AtomicU64::new(0),
+                })
+                .collect(),
+            ..Stats::default()
+        }
+    }
+
+    /// Each endpoint's counters, in configuration order.
+    pub fn endpoints(&self) -> &[EndpointStats] {
+        &self.endpoints
+    }
+
+    /// Counts one more of something for endpoint `index`.
+    fn endpoint_add(&self, index: usize, counter: fn(&EndpointStats) -> &AtomicU64, n: u64) {
+        if let Some(endpoint) = self.endpoints.get(index) {
+            counter(endpoint).fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Messages delivered (live and replayed).
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
@@ -314,7 +388,7 @@ impl Subscriber {
         // Batches of at most BATCH, so up to 16 × 256 messages wait here.
         let (deliveries, receiver) = mpsc::channel(16);
         let (loss_sender, losses) = mpsc::channel(1024);
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats::for_endpoints(&self.endpoints));
         let mut tracker = Tracker::new(self.dedupe_window);
         let now = chrono::Utc::now().timestamp();
         let mut state = State::default();
@@ -490,6 +564,7 @@ impl Reader {
             return Ok(()); // Replayed to close a gap, but not for us.
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.stats.endpoint_add(index, |e| &e.received, 1);
         let received = Received {
             name: name.clone(),
             endpoint: endpoint.clone(),
@@ -527,12 +602,16 @@ impl Reader {
                 SubEvent::Invalid(index, error) => self.malformed(index, &error),
                 SubEvent::Connected(index) => {
                     self.stats.connected.fetch_add(1, Ordering::Relaxed);
+                    self.stats.endpoint_add(index, |e| &e.connections, 1);
                     if let Some((name, endpoint)) = self.settings.endpoints.get(index) {
                         tracing::debug!(name = %name, endpoint = %endpoint, "connected");
                     }
                 }
                 SubEvent::Disconnected(index) => {
                     self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(endpoint) = self.stats.endpoints.get(index) {
+                        endpoint.connections.fetch_sub(1, Ordering::Relaxed);
+                    }
                     if let Some((name, endpoint)) = self.settings.endpoints.get(index) {
                         tracing::info!(name = %name, endpoint = %endpoint, "publisher went away; reconnecting");
                     }
@@ -560,6 +639,7 @@ impl Reader {
                 Step::Deliver => self.deliver(index, message, verdict, false).await?,
                 Step::Gap { first, last } => {
                     self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                    self.stats.endpoint_add(index, |e| &e.gaps, 1);
                     let incarnation = message.incarnation().unwrap_or_default().to_owned();
                     self.fill(index, &incarnation, first, last, None, true)
                         .await?;
@@ -640,6 +720,7 @@ impl Reader {
                         // window: ask for exactly those.
                         let incarnation = message.incarnation().unwrap_or_default().to_owned();
                         self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                        self.stats.endpoint_add(index, |e| &e.gaps, 1);
                         self.fill(index, &incarnation, first, last, None, true)
                             .await?;
                         self.deliver(index, message, verdict, true).await?;
@@ -735,6 +816,7 @@ impl Reader {
                 reason,
             };
             self.stats.lost.fetch_add(missing, Ordering::Relaxed);
+            self.stats.endpoint_add(index, |e| &e.lost, missing);
             tracing::warn!(name = %name, incarnation, first, last, count = missing, "{loss}");
             let _ = self.losses.try_send(loss);
         }

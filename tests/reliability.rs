@@ -115,6 +115,15 @@ async fn an_unfillable_gap_is_reported_with_exact_counts() {
     assert_eq!((loss.first, loss.last, loss.count), (4, 9, 6));
     assert_eq!(loss.to_string(), "lost 6 messages from raw.host (seq 4-9): replay service unavailable: no replay endpoint for raw.host");
     assert_eq!(subscription.stats().lost(), 6);
+    // The endpoint's own counters name the publisher that lost them.
+    let stats = subscription.stats();
+    let endpoints = stats.endpoints();
+    assert_eq!(endpoints.len(), 1);
+    let raw_host = &endpoints[0];
+    assert_eq!(raw_host.name(), "raw.host");
+    assert!(raw_host.connected());
+    assert_eq!((raw_host.gaps(), raw_host.lost()), (1, 6));
+    assert!(raw_host.received() >= 5, "{}", raw_host.received());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

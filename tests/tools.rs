@@ -722,6 +722,37 @@ fn fedmsg_check_warns_of_a_degraded_service_and_a_missing_publisher() {
         );
         std::thread::yield_now();
     }
+    // Per endpoint, the metrics say which publisher is missing, and count
+    // what each one delivered.
+    let metric = |name: &str, publisher: &str, port: u16| {
+        let (_, text) = http_get(metrics, "/metrics");
+        sample(
+            &text,
+            &format!("fedmsg_gateway_bus_endpoint_{name}{{name=\"{publisher}\",endpoint=\"tcp://127.0.0.1:{port}\"}}"),
+        )
+    };
+    assert_eq!(metric("connected", "svc.host", dead), 0);
+    assert_eq!(metric("connected", "relay_outbound", bus.relay_out), 1);
+    let before = metric("received_total", "relay_outbound", bus.relay_out);
+    for _ in 0..3 {
+        let status = bus
+            .command("fedmsg-logger")
+            .args(["--message", "counted"])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let deadline = Instant::now() + WAIT;
+    while metric("received_total", "relay_outbound", bus.relay_out) < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never counted 3 messages"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(metric("received_total", "svc.host", dead), 0);
+    assert_eq!(metric("lost_total", "relay_outbound", bus.relay_out), 0);
     // A publisher that is not running is a warning, not critical.
     let (code, out) = check(&bus, &["--endpoints"]);
     assert_eq!(code, 1, "{out}");
