@@ -1035,10 +1035,13 @@ impl Config {
     /// Every (name, endpoint) a subscriber connects to: all `endpoints`
     /// except the `relay_inbound` key, as fedmsg does.
     pub fn subscribe_endpoints(&self) -> Vec<(String, Endpoint)> {
+        // An address listed twice is connected to once, under its first name.
+        let mut seen = std::collections::HashSet::new();
         self.endpoints
             .iter()
             .filter(|(name, _)| name.as_str() != "relay_inbound")
             .flat_map(|(name, list)| list.iter().map(move |e| (name.clone(), e.clone())))
+            .filter(|(_, endpoint)| seen.insert(endpoint.to_string()))
             .collect()
     }
 }

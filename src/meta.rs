@@ -32,6 +32,7 @@ use crate::template::{Scope, Template};
 use crate::topic::strip_prefix_and_env;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 
 /// One `[[meta]]` rule as written in TOML.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -209,9 +210,10 @@ impl Rules {
                 .unwrap_or_default()
         };
         Summary {
-            title: match &rule.title {
-                Some(template) => template.to_string_for(body, None),
-                None => title,
+            // A title template that comes out empty keeps the default.
+            title: match rule.title.as_ref().map(|t| t.to_string_for(body, None)) {
+                Some(rendered) if !rendered.is_empty() => rendered,
+                _ => title,
             },
             subtitle: fill(&rule.subtitle),
             link: fill(&rule.link),
@@ -252,7 +254,11 @@ fn message_topic(message: &Message) -> &str {
 /// The strings at `paths` in `body`, each once; `*` is every item of an
 /// array or value of an object, and an array contributes its items.
 fn collect(body: &Map<String, Value>, paths: &[Vec<String>]) -> Vec<String> {
-    fn walk(value: &Value, path: &[String], found: &mut Vec<String>) {
+    struct Found {
+        list: Vec<String>,
+        seen: HashSet<String>,
+    }
+    fn walk(value: &Value, path: &[String], found: &mut Found) {
         match path.split_first() {
             None => match value {
                 Value::Array(items) => items.iter().for_each(|item| walk(item, &[], found)),
@@ -281,12 +287,15 @@ fn collect(body: &Map<String, Value>, paths: &[Vec<String>]) -> Vec<String> {
             },
         }
     }
-    fn push(found: &mut Vec<String>, text: String) {
-        if !text.is_empty() && !found.contains(&text) {
-            found.push(text);
+    fn push(found: &mut Found, text: String) {
+        if !text.is_empty() && found.seen.insert(text.clone()) {
+            found.list.push(text);
         }
     }
-    let mut found = Vec::new();
+    let mut found = Found {
+        list: Vec::new(),
+        seen: HashSet::new(),
+    };
     for path in paths {
         match path.split_first() {
             Some((word, rest)) if word == "*" => {
@@ -300,7 +309,7 @@ fn collect(body: &Map<String, Value>, paths: &[Vec<String>]) -> Vec<String> {
             None => {}
         }
     }
-    found
+    found.list
 }
 
 #[cfg(test)]
@@ -338,9 +347,9 @@ mod tests {
         );
         assert_eq!(
             terse(
-                json!({"topic": "org.fedoraproject.dev.logger.other", "msg": {}, "username": "root"})
+                json!({"topic": "org.fedoraproject.dev.logger.repo.update", "msg": {"log": "pushed"}, "username": "root"})
             ),
-            "logger.other -- <unhandled log message> "
+            "logger.repo.update -- pushed (root) "
         );
         assert_eq!(
             terse(

@@ -16,6 +16,10 @@
 //!   `{json}`, the whole envelope as one line of canonical JSON.
 //! * `{{` and `}}` are literal braces.
 //!
+//! A fallback cannot contain braces, and a time format cannot contain `|`
+//! (what follows it is the fallback). Control characters in values are
+//! escaped, so one message stays one line.
+//!
 //! Templates are checked when they are read, so a typo is an error at
 //! start-up, not an empty field at three in the morning.
 
@@ -256,9 +260,7 @@ fn field(template: &str, inside: &str, scope: Scope) -> Result<Part, TemplateErr
         });
     }
     match (&name, &format) {
-        (Name::Time(Some(format)), _)
-            if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) =>
-        {
+        (Name::Time(Some(format)), _) if !time_format_works(format) => {
             return Err(TemplateError::BadTimeFormat {
                 template: template.to_owned(),
                 format: format.clone(),
@@ -330,10 +332,12 @@ pub fn lookup<'a, S: AsRef<str>>(body: &'a Map<String, Value>, path: &[S]) -> Op
 
 /// Writes a value as templates show it: strings as they are, arrays as
 /// their items joined by `, `, `null` as nothing, the rest as compact JSON.
+/// Control characters in strings are escaped (`\n`, `\t`, `\u001b`), so a
+/// message cannot split a line or send escape sequences to a terminal.
 pub fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::Null => {}
-        Value::String(text) => out.push_str(text),
+        Value::String(text) => push_printable(out, text),
         Value::Array(items) => {
             let mut first = true;
             for item in items.iter().filter(|item| !item.is_null()) {
@@ -342,7 +346,7 @@ pub fn write_value(out: &mut String, value: &Value) {
                 }
                 first = false;
                 match item {
-                    Value::String(text) => out.push_str(text),
+                    Value::String(text) => push_printable(out, text),
                     other => canonical::write_canonical(out, other),
                 }
             }
@@ -351,8 +355,39 @@ pub fn write_value(out: &mut String, value: &Value) {
     }
 }
 
+/// True if chrono can both read and write `format` (some items, like
+/// `%#z`, are for parsing only and fail when formatting).
+fn time_format_works(format: &str) -> bool {
+    use std::fmt::Write as _;
+    if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
+        return false;
+    }
+    let Some(probe) = chrono::DateTime::from_timestamp(1_795_359_931, 0) else {
+        return false;
+    };
+    let mut text = String::new();
+    write!(text, "{}", probe.fixed_offset().format(format)).is_ok()
+}
+
+fn push_printable(out: &mut String, text: &str) {
+    if !text.chars().any(char::is_control) {
+        out.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+}
+
 fn local_time(timestamp: f64, format: Option<&str>) -> Option<String> {
     use chrono::TimeZone;
+    use std::fmt::Write as _;
     if !timestamp.is_finite() {
         return None;
     }
@@ -361,10 +396,15 @@ fn local_time(timestamp: f64, format: Option<&str>) -> Option<String> {
     let time = chrono::Local
         .timestamp_opt(seconds as i64, nanos.min(999_999_999))
         .single()?;
-    Some(match format {
-        Some(format) => time.format(format).to_string(),
-        None => time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
-    })
+    match format {
+        Some(format) => {
+            // Checked when parsed; a failure here still writes nothing.
+            let mut text = String::new();
+            write!(text, "{}", time.format(format)).ok()?;
+            Some(text)
+        }
+        None => Some(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)),
+    }
 }
 
 /// Reads the backslash escapes a shell cannot easily pass: `\n`, `\t`,
@@ -403,7 +443,8 @@ mod tests {
         json!({"topic": "org.fedoraproject.prod.git.receive", "username": "alice", "timestamp": 1795359931.25,
                "msg": {"commit": {"repo": "kernel", "branch": "main", "stats": {"files": 3}},
                        "builds": [{"nvr": "kernel-6.1"}, {"nvr": "kernel-6.2"}],
-                       "tags": ["a", "b", 3], "none": null, "empty": ""}})
+                       "tags": ["a", "b", 3], "none": null, "empty": "",
+                       "text": "two\nlines \u{1b}[31mred\t\u{7}"}})
         .as_object()
         .cloned()
         .unwrap()
@@ -428,6 +469,7 @@ mod tests {
         assert_eq!(render("{msg.missing|none}/{msg.none|null}"), "none/null");
         assert_eq!(render("{username|nobody}"), "alice");
         assert_eq!(render("[{msg.empty|fallback}]"), "[]");
+        assert_eq!(render("{msg.text}"), "two\\nlines \\u001b[31mred\\t\\u0007");
         assert_eq!(render("{{literal}} {{{username}}}"), "{literal} {alice}");
         assert_eq!(render(""), "");
     }
@@ -461,6 +503,8 @@ mod tests {
         assert!(err("{title}", Scope::Rule).contains("only available in --format"));
         assert!(err("{msg.log:%Y}", Scope::Output).contains("only {time} takes a format"));
         assert!(err("{time:%Q}", Scope::Output).contains("not a valid time format"));
+        // Parse-only items pass chrono's reader but fail when writing.
+        assert!(err("{time:%#z}", Scope::Output).contains("not a valid time format"));
         assert!(Template::parse("{time:%H:%M|never}", Scope::Rule).is_ok());
     }
 

@@ -307,7 +307,6 @@ fn meta_rules_of_later_layers_come_first_and_the_example_rule_works() {
             "git.#",
             "logger.log",
             "git.receive",
-            "logger.log",
             "logger.#",
             "announce.#"
         ]
@@ -404,4 +403,24 @@ fn the_meta_rules_in_the_docs_are_valid() {
         assert_eq!(summary.subtitle, "carol built rpm-4.20-?");
         assert_eq!(summary.packages, ["rpm", "rpm-libs"]);
     }
+}
+
+#[test]
+fn an_address_listed_twice_is_subscribed_to_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("twice.toml");
+    write(
+        &path,
+        "[endpoints]\n\"a.host\" = [\"tcp://127.0.0.1:3000\", \"tcp://127.0.0.1:3000\"]\n\"b.host\" = [\"tcp://127.0.0.1:3000\", \"tcp://127.0.0.1:3001\"]\n",
+    );
+    let config = Loader::isolated().file(Some(path)).load().unwrap();
+    let endpoints: Vec<String> = config
+        .subscribe_endpoints()
+        .iter()
+        .map(|(name, endpoint)| format!("{name} {endpoint}"))
+        .collect();
+    assert_eq!(
+        endpoints,
+        ["a.host tcp://127.0.0.1:3000", "b.host tcp://127.0.0.1:3001"]
+    );
 }

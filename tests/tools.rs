@@ -610,8 +610,18 @@ fn the_relay_serves_metrics_and_fedmsg_check_tells_live_from_dead() {
         assert!(status.success());
         assert!(tail.expect_line().contains(&format!("counted {n}")));
     }
-    let (code, metrics) = http_get(port, "/metrics");
-    assert_eq!(code, 200);
+    // The relay counts a message once its send returns, which may be just
+    // after the tail printed it: wait for the count, then check it is exact.
+    let deadline = Instant::now() + WAIT;
+    let metrics = loop {
+        let (code, metrics) = http_get(port, "/metrics");
+        assert_eq!(code, 200);
+        if sample(&metrics, "fedmsg_relay_forwarded_total") >= before + 3 {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        std::thread::yield_now();
+    };
     assert_eq!(sample(&metrics, "fedmsg_relay_forwarded_total"), before + 3);
     assert_eq!(sample(&metrics, "fedmsg_relay_outbound_subscribers"), 1);
     assert!(
