@@ -56,7 +56,8 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// One line per message from TEMPLATE: envelope fields ({topic}, {msg.log}, {username|none}),
-    /// {time} or {time:%H:%M:%S}, {title}, {subtitle}, {link}, {usernames}, {packages}, {json};
+    /// {time} or {time:%H:%M:%S}, {title}, {subtitle}, {link}, {usernames}, {packages}, {json},
+    /// {verdict}, {signer};
     /// \n, \t and \e are read as escapes.
     #[arg(long, value_name = "TEMPLATE", conflicts_with_all = ["json", "terse", "query", "pretty", "really_pretty"])]
     format: Option<String>,

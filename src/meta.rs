@@ -28,7 +28,7 @@
 use crate::config::Config;
 use crate::consumer::TopicPattern;
 use crate::envelope::Message;
-use crate::template::{Scope, Template};
+use crate::template::{Extras, Scope, Template};
 use crate::topic::strip_prefix_and_env;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -206,12 +206,16 @@ impl Rules {
         let fill = |template: &Option<Template>| {
             template
                 .as_ref()
-                .map(|t| t.to_string_for(body, None))
+                .map(|t| t.to_string_for(body, Extras::default()))
                 .unwrap_or_default()
         };
         Summary {
             // A title template that comes out empty keeps the default.
-            title: match rule.title.as_ref().map(|t| t.to_string_for(body, None)) {
+            title: match rule
+                .title
+                .as_ref()
+                .map(|t| t.to_string_for(body, Extras::default()))
+            {
                 Some(rendered) if !rendered.is_empty() => rendered,
                 _ => title,
             },

@@ -16,7 +16,7 @@ use crate::envelope::Message;
 use crate::meta::Rules;
 use crate::sequence::State;
 use crate::subscribe::{Stats, Subscriber};
-use crate::template::Template;
+use crate::template::{Extras, Template};
 use futures::{FutureExt, StreamExt};
 use regex::Regex;
 use serde_json::Value;
@@ -251,7 +251,11 @@ pub fn render(
         }
         Format::Template(template) => {
             let summary = template.needs_summary().then(|| rules.summarise(message));
-            template.render(out, message.body(), summary.as_ref());
+            let extras = Extras {
+                summary: summary.as_ref(),
+                verdict,
+            };
+            template.render(out, message.body(), extras);
             out.push('\n');
             return;
         }

@@ -12,8 +12,10 @@
 //! * `{time}` or `{time:%H:%M:%S}`: the envelope's `timestamp` in local
 //!   time, as RFC 3339 or in a `strftime` format.
 //! * Output templates (`--format`) also have the message's summary:
-//!   `{title}`, `{subtitle}`, `{link}`, `{usernames}`, `{packages}`, and
-//!   `{json}`, the whole envelope as one line of canonical JSON.
+//!   `{title}`, `{subtitle}`, `{link}`, `{usernames}`, `{packages}`;
+//!   `{json}`, the whole envelope as one line of canonical JSON; and, when
+//!   signatures are validated, `{verdict}` (`valid` or `invalid: reason`)
+//!   and `{signer}` (the certificate's common name).
 //! * `{{` and `}}` are literal braces.
 //!
 //! A fallback cannot contain braces, and a time format cannot contain `|`
@@ -24,6 +26,7 @@
 //! start-up, not an empty field at three in the morning.
 
 use crate::canonical;
+use crate::crypto::Verdict;
 use crate::meta::Summary;
 use chrono::format::{Item, StrftimeItems};
 use serde_json::{Map, Value};
@@ -96,6 +99,8 @@ enum Name {
     Usernames,
     Packages,
     Json,
+    Verdict,
+    Signer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +110,15 @@ enum Part {
         name: Name,
         fallback: Option<String>,
     },
+}
+
+/// What an output template knows about a message besides its envelope.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// The message's summary, from the `[[meta]]` rules.
+    pub summary: Option<&'a Summary>,
+    /// The signature verdict, when signatures are validated.
+    pub verdict: Option<&'a Verdict>,
 }
 
 /// A parsed template; see the [module documentation](self).
@@ -179,13 +193,13 @@ impl Template {
     }
 
     /// Appends the template filled in from `body` (an envelope) and, for
-    /// output templates, its `summary`.
-    pub fn render(&self, out: &mut String, body: &Map<String, Value>, summary: Option<&Summary>) {
+    /// output templates, the `extras`.
+    pub fn render(&self, out: &mut String, body: &Map<String, Value>, extras: Extras<'_>) {
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Value { name, fallback } => {
-                    if !write_name(out, name, body, summary) {
+                    if !write_name(out, name, body, extras) {
                         if let Some(fallback) = fallback {
                             out.push_str(fallback);
                         }
@@ -196,9 +210,9 @@ impl Template {
     }
 
     /// The template filled in, as a new string.
-    pub fn to_string_for(&self, body: &Map<String, Value>, summary: Option<&Summary>) -> String {
+    pub fn to_string_for(&self, body: &Map<String, Value>, extras: Extras<'_>) -> String {
         let mut out = String::new();
-        self.render(&mut out, body, summary);
+        self.render(&mut out, body, extras);
         out
     }
 }
@@ -239,6 +253,8 @@ fn field(template: &str, inside: &str, scope: Scope) -> Result<Part, TemplateErr
         "usernames" => Name::Usernames,
         "packages" => Name::Packages,
         "json" => Name::Json,
+        "verdict" => Name::Verdict,
+        "signer" => Name::Signer,
         path => {
             let words: Vec<String> = path.split('.').map(str::to_owned).collect();
             let valid = |w: &String| {
@@ -283,8 +299,9 @@ fn write_name(
     out: &mut String,
     name: &Name,
     body: &Map<String, Value>,
-    summary: Option<&Summary>,
+    extras: Extras<'_>,
 ) -> bool {
+    let summary = extras.summary;
     let text = |out: &mut String, text: &str| {
         out.push_str(text);
         !text.is_empty()
@@ -315,6 +332,15 @@ fn write_name(
             canonical::write_canonical_object_without(out, body, &[]);
             true
         }
+        Name::Verdict => match extras.verdict {
+            None => false,
+            Some(Verdict::Valid { .. }) => text(out, "valid"),
+            Some(Verdict::Invalid(reason)) => text(out, &format!("invalid: {reason}")),
+        },
+        Name::Signer => match extras.verdict {
+            Some(Verdict::Valid { signer, .. }) => text(out, signer),
+            _ => false,
+        },
     }
 }
 
@@ -453,7 +479,7 @@ mod tests {
     fn render(text: &str) -> String {
         Template::parse(text, Scope::Output)
             .unwrap()
-            .to_string_for(&body(), None)
+            .to_string_for(&body(), Extras::default())
     }
 
     #[test]
@@ -490,6 +516,11 @@ mod tests {
             local.format("%Y-%m-%d %H:%M").to_string()
         );
         assert!(render("{json}").starts_with("{\"msg\":{\"builds\":"));
+        // Without validation the verdict and signer are missing.
+        assert_eq!(
+            render("{verdict|unchecked} {signer|nobody}"),
+            "unchecked nobody"
+        );
     }
 
     #[test]

@@ -136,6 +136,42 @@ fn show_invalid_marks_instead_of_dropping() {
 }
 
 #[test]
+fn format_templates_show_the_verdict_and_the_signer() {
+    let (bus, unsigned) = signing_bus();
+    let _relay = bus.start_relay();
+    let mut command = bus.command("fedmsg-tail");
+    command.args([
+        "--format",
+        "{verdict|unchecked}|{signer|nobody}|{msg.log}",
+        "--show-invalid",
+    ]);
+    let mut tail = Proc::spawn(command);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = logger(&bus, &["--message", "signed probe"]);
+        assert!(out.status.success());
+        if let Some(line) = tail.stdout_line(Duration::from_millis(200)) {
+            assert_eq!(
+                line,
+                "valid|shell-app01.phx2.fedoraproject.org|signed probe"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing shown");
+    }
+    while tail.stdout_line(Duration::from_millis(200)).is_some() {}
+    let mut unsigned_logger = std::process::Command::new(crate::util::bin("fedmsg-logger"));
+    unsigned_logger
+        .arg("--config")
+        .arg(&unsigned)
+        .args(["--message", "plain"])
+        .stdin(Stdio::null());
+    crate::util::isolate(&mut unsigned_logger, bus.dir.path());
+    assert!(unsigned_logger.status().unwrap().success());
+    assert_eq!(tail.expect_line(), "invalid: unsigned message|nobody|plain");
+}
+
+#[test]
 fn signing_without_a_certificate_fails_at_start() {
     let bus = Bus::new(
         &format!("sign_messages = true\nssldir = \"{}\"", certs()),
