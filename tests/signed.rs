@@ -52,6 +52,18 @@ fn signing_bus() -> (Bus, std::path::PathBuf) {
     (bus, unsigned)
 }
 
+/// Publishes `message` unsigned (with the `unsigned` config) on `bus`'s relay.
+fn unsigned_logger(bus: &Bus, unsigned: &std::path::Path, message: &str) {
+    let mut command = std::process::Command::new(crate::util::bin("fedmsg-logger"));
+    command
+        .arg("--config")
+        .arg(unsigned)
+        .args(["--message", message])
+        .stdin(Stdio::null());
+    crate::util::isolate(&mut command, bus.dir.path());
+    assert!(command.status().unwrap().success());
+}
+
 #[test]
 fn tail_validates_shows_the_signer_and_drops_the_unsigned() {
     let (bus, unsigned) = signing_bus();
@@ -83,14 +95,7 @@ fn tail_validates_shows_the_signer_and_drops_the_unsigned() {
     }
     while tail.stdout_line(Duration::from_millis(200)).is_some() {}
     // An unsigned message through the same relay is dropped with a reason.
-    let mut unsigned_logger = std::process::Command::new(crate::util::bin("fedmsg-logger"));
-    unsigned_logger
-        .arg("--config")
-        .arg(&unsigned)
-        .args(["--message", "not signed"])
-        .stdin(Stdio::null());
-    crate::util::isolate(&mut unsigned_logger, bus.dir.path());
-    assert!(unsigned_logger.status().unwrap().success());
+    unsigned_logger(&bus, &unsigned, "not signed");
     let warning = tail.wait_stderr("invalid signature", WAIT);
     assert!(warning.contains("unsigned message"), "{warning}");
     let out = logger(&bus, &["--message", "signed again"]);
@@ -116,14 +121,7 @@ fn show_invalid_marks_instead_of_dropping() {
     let mut tail = Proc::spawn(command);
     let deadline = Instant::now() + WAIT;
     loop {
-        let mut unsigned_logger = std::process::Command::new(crate::util::bin("fedmsg-logger"));
-        unsigned_logger
-            .arg("--config")
-            .arg(&unsigned)
-            .args(["--message", "plain"])
-            .stdin(Stdio::null());
-        crate::util::isolate(&mut unsigned_logger, bus.dir.path());
-        assert!(unsigned_logger.status().unwrap().success());
+        unsigned_logger(&bus, &unsigned, "plain");
         if let Some(line) = tail.stdout_line(Duration::from_millis(200)) {
             assert!(
                 line.ends_with("INFO] INVALID (unsigned message) plain"),
@@ -160,14 +158,7 @@ fn format_templates_show_the_verdict_and_the_signer() {
         assert!(Instant::now() < deadline, "nothing shown");
     }
     while tail.stdout_line(Duration::from_millis(200)).is_some() {}
-    let mut unsigned_logger = std::process::Command::new(crate::util::bin("fedmsg-logger"));
-    unsigned_logger
-        .arg("--config")
-        .arg(&unsigned)
-        .args(["--message", "plain"])
-        .stdin(Stdio::null());
-    crate::util::isolate(&mut unsigned_logger, bus.dir.path());
-    assert!(unsigned_logger.status().unwrap().success());
+    unsigned_logger(&bus, &unsigned, "plain");
     assert_eq!(tail.expect_line(), "invalid: unsigned message|nobody|plain");
 }
 
