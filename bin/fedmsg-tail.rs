@@ -1,10 +1,9 @@
 //! fedmsg-tail: watch the bus.
 
 use clap::{Parser, ValueEnum};
-use fedmsg::cli::{self, ConfigArgs};
+use fedmsg::cli::{self, ConfigArgs, TopicArgs};
 use fedmsg::tail::{self, Format, TailOptions, TailOutcome};
 use fedmsg::template::{self, Scope, Template};
-use regex::Regex;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,15 +24,8 @@ enum Color {
 #[derive(Parser)]
 #[command(name = "fedmsg-tail", version)]
 struct Args {
-    /// Subscribe to topics starting with this prefix (repeatable).
-    #[arg(long, value_name = "PREFIX")]
-    topic: Vec<String>,
-    /// Show only topics matching this regular expression.
-    #[arg(long, value_name = "RE")]
-    include: Option<String>,
-    /// Hide topics matching this regular expression.
-    #[arg(long, value_name = "RE", default_value = "_heartbeat")]
-    exclude: String,
+    #[command(flatten)]
+    topics: TopicArgs,
     /// Show only messages involving one of these users, comma-separated (by the [[meta]] rules).
     #[arg(long, value_name = "USERS", value_delimiter = ',')]
     users: Vec<String>,
@@ -87,10 +79,6 @@ struct Args {
     since: Option<String>,
     #[command(flatten)]
     config: ConfigArgs,
-}
-
-fn regex(flag: &str, text: &str) -> Result<Regex, String> {
-    Regex::new(text).map_err(|e| format!("invalid {flag} regular expression {text:?}: {e}"))
 }
 
 /// The non-empty items of a comma-separated flag, trimmed.
@@ -159,24 +147,9 @@ fn main() -> ExitCode {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         }
     };
-    let include = match args
-        .include
-        .as_deref()
-        .map(|t| regex("--include", t))
-        .transpose()
-    {
-        Ok(re) => re,
-        Err(message) => {
-            eprintln!("fedmsg-tail: error: {message}");
-            return ExitCode::from(cli::EXIT_USAGE);
-        }
-    };
-    let exclude = match regex("--exclude", &args.exclude) {
-        Ok(re) => (!args.exclude.is_empty()).then_some(re),
-        Err(message) => {
-            eprintln!("fedmsg-tail: error: {message}");
-            return ExitCode::from(cli::EXIT_USAGE);
-        }
+    let (include, exclude) = match (args.topics.include(), args.topics.exclude()) {
+        (Ok(include), Ok(exclude)) => (include, exclude),
+        (Err(e), _) | (_, Err(e)) => return cli::fail("fedmsg-tail", cli::EXIT_USAGE, e),
     };
     let timeout = match args.timeout {
         Some(t) if !(t.is_finite() && t >= 0.0) => {
@@ -197,7 +170,7 @@ fn main() -> ExitCode {
         Err(message) => return cli::fail("fedmsg-tail", cli::EXIT_USAGE, anyhow::anyhow!(message)),
     };
     let options = TailOptions {
-        topics: args.topic,
+        topics: args.topics.topic,
         include,
         exclude,
         users: words(args.users),

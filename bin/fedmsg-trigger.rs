@@ -1,10 +1,8 @@
 //! fedmsg-trigger: run a command for each matching message, without a shell.
 
-use anyhow::Context;
 use clap::Parser;
-use fedmsg::cli::{self, ConfigArgs, MetricsArgs};
+use fedmsg::cli::{self, ConfigArgs, MetricsArgs, TopicArgs};
 use fedmsg::trigger::{self, TriggerOptions};
-use regex::Regex;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,15 +20,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "fedmsg-trigger", version)]
 struct Args {
-    /// Subscribe to topics starting with this prefix (repeatable).
-    #[arg(long, value_name = "PREFIX")]
-    topic: Vec<String>,
-    /// Only topics matching this regular expression.
-    #[arg(long, value_name = "RE")]
-    include: Option<String>,
-    /// Never topics matching this regular expression.
-    #[arg(long, value_name = "RE", default_value = "_heartbeat")]
-    exclude: String,
+    #[command(flatten)]
+    topics: TopicArgs,
     /// The command to run: a program and its arguments.
     #[arg(long, value_name = "COMMAND")]
     command: Option<String>,
@@ -49,10 +40,6 @@ struct Args {
     metrics: MetricsArgs,
 }
 
-fn regex(flag: &str, text: &str) -> anyhow::Result<Regex> {
-    Regex::new(text).with_context(|| format!("invalid {flag} regular expression {text:?}"))
-}
-
 fn options(args: &Args) -> anyhow::Result<TriggerOptions> {
     let mut command = match &args.command {
         Some(text) => trigger::split_command(text)?,
@@ -69,15 +56,9 @@ fn options(args: &Args) -> anyhow::Result<TriggerOptions> {
         );
     }
     Ok(TriggerOptions {
-        topics: args.topic.clone(),
-        include: args
-            .include
-            .as_deref()
-            .map(|t| regex("--include", t))
-            .transpose()?,
-        exclude: (!args.exclude.is_empty())
-            .then(|| regex("--exclude", &args.exclude))
-            .transpose()?,
+        topics: args.topics.topic.clone(),
+        include: args.topics.include()?,
+        exclude: args.topics.exclude()?,
         command,
         wait_for: Duration::from_secs_f64(args.wait_for),
         max_queue_size: args.max_queue_size,

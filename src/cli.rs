@@ -141,6 +141,43 @@ pub fn parse<A: clap::Parser>() -> A {
     A::parse()
 }
 
+/// `--topic`, `--include` and `--exclude`, shared by the commands that
+/// watch the bus (tail, trigger).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopicArgs {
+    /// Subscribe to topics starting with this prefix (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    pub topic: Vec<String>,
+    /// Show only topics matching this regular expression.
+    #[arg(long, value_name = "RE")]
+    pub include: Option<String>,
+    /// Hide topics matching this regular expression.
+    #[arg(long, value_name = "RE", default_value = "_heartbeat")]
+    pub exclude: String,
+}
+
+impl TopicArgs {
+    /// The `--include` expression, compiled.
+    pub fn include(&self) -> anyhow::Result<Option<regex::Regex>> {
+        self.include
+            .as_deref()
+            .map(|text| topic_regex("--include", text))
+            .transpose()
+    }
+
+    /// The `--exclude` expression, compiled; `--exclude ''` hides nothing.
+    pub fn exclude(&self) -> anyhow::Result<Option<regex::Regex>> {
+        (!self.exclude.is_empty())
+            .then(|| topic_regex("--exclude", &self.exclude))
+            .transpose()
+    }
+}
+
+fn topic_regex(flag: &str, text: &str) -> anyhow::Result<regex::Regex> {
+    use anyhow::Context as _;
+    regex::Regex::new(text).with_context(|| format!("invalid {flag} regular expression {text:?}"))
+}
+
 /// `--metrics ADDR`, shared by the long-running commands.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct MetricsArgs {
