@@ -154,6 +154,15 @@ impl Summary {
     pub fn terse(&self) -> String {
         format!("{} -- {} {}", self.title, self.subtitle, self.link)
     }
+
+    /// fedmsg-tail's `--users` and `--packages`: true if the message
+    /// involves one of `users` (when given) and one of `packages` (when given).
+    pub fn involves(&self, users: &[String], packages: &[String]) -> bool {
+        let any = |wanted: &[String], found: &[String]| {
+            wanted.is_empty() || found.iter().any(|f| wanted.contains(f))
+        };
+        any(users, &self.usernames) && any(packages, &self.packages)
+    }
 }
 
 /// The rules of a configuration, ready to summarise messages.
@@ -224,19 +233,6 @@ impl Rules {
             usernames: collect(body, &rule.usernames),
             packages: collect(body, &rule.packages),
         }
-    }
-
-    /// fedmsg-tail's `--users` and `--packages`: true if `message` involves
-    /// one of `users` (when given) and one of `packages` (when given).
-    pub fn involves(&self, message: &Message, users: &[String], packages: &[String]) -> bool {
-        if users.is_empty() && packages.is_empty() {
-            return true;
-        }
-        let summary = self.summarise(message);
-        let any = |wanted: &[String], found: &[String]| {
-            wanted.is_empty() || found.iter().any(|f| wanted.contains(f))
-        };
-        any(users, &summary.usernames) && any(packages, &summary.packages)
     }
 
     /// The topic without prefix and environment (the whole topic if it has
@@ -410,10 +406,10 @@ mod tests {
         assert_eq!(summary.link, "https://bodhi.example.org/updates/FEDORA-1");
         assert_eq!(summary.usernames, ["bob"]);
         assert_eq!(summary.packages, ["kernel", "kernel-tools", "glibc", "7"]);
-        assert!(rules.involves(&m, &["alice".into(), "bob".into()], &[]));
-        assert!(!rules.involves(&m, &["alice".into()], &[]));
-        assert!(rules.involves(&m, &["bob".into()], &["glibc".into()]));
-        assert!(!rules.involves(&m, &["bob".into()], &["rpm".into()]));
+        assert!(summary.involves(&["alice".into(), "bob".into()], &[]));
+        assert!(!summary.involves(&["alice".into()], &[]));
+        assert!(summary.involves(&["bob".into()], &["glibc".into()]));
+        assert!(!summary.involves(&["bob".into()], &["rpm".into()]));
         // The pattern is matched against the topic without prefix and env.
         let other =
             message(json!({"topic": "org.fedoraproject.prod.bodhi.update.request.x", "msg": {}}));

@@ -13,7 +13,7 @@ use crate::canonical::{self, Palette};
 use crate::config::Config;
 use crate::crypto::Verdict;
 use crate::envelope::Message;
-use crate::meta::Rules;
+use crate::meta::{Rules, Summary};
 use crate::sequence::State;
 use crate::subscribe::{Stats, Subscriber};
 use crate::template::{Extras, Template};
@@ -74,6 +74,20 @@ pub struct TailOptions {
     /// Show history from the replay services since then (`--since`),
     /// seconds since the epoch.
     pub since: Option<f64>,
+}
+
+impl TailOptions {
+    /// True if showing a message needs its [`Summary`]: the `--users` and
+    /// `--packages` filters, `--terse`, and templates that use it.
+    pub fn needs_summary(&self) -> bool {
+        !self.users.is_empty()
+            || !self.packages.is_empty()
+            || match &self.format {
+                Format::Terse => true,
+                Format::Template(template) => template.needs_summary(),
+                _ => false,
+            }
+    }
 }
 
 impl Default for TailOptions {
@@ -194,8 +208,14 @@ pub async fn run<W: Write>(
         let mut next = first;
         // Write everything already waiting, then flush once.
         while let Some(received) = next {
-            if wanted(received.topic(), options)
-                && rules.involves(&received.message, &options.users, &options.packages)
+            // One summary per message, for the filters and the format alike.
+            let topic_wanted = wanted(received.topic(), options);
+            let summary = (topic_wanted && options.needs_summary())
+                .then(|| rules.summarise(&received.message));
+            if topic_wanted
+                && summary
+                    .as_ref()
+                    .is_none_or(|s| s.involves(&options.users, &options.packages))
             {
                 line.clear();
                 render(
@@ -203,7 +223,7 @@ pub async fn run<W: Write>(
                     &received.message,
                     received.verdict.as_ref(),
                     options,
-                    &rules,
+                    summary.as_ref(),
                 );
                 out.write_all(line.as_bytes())?;
                 shown += 1;
@@ -233,13 +253,14 @@ fn wanted(topic: &str, options: &TailOptions) -> bool {
 
 /// Appends one message in `options.format`, with its trailing newline.
 /// With a verdict, `--really-pretty` names the signer and every human
-/// format marks an invalid message.
+/// format marks an invalid message. `summary` is the message's summary,
+/// needed when [`TailOptions::needs_summary`] says so.
 pub fn render(
     out: &mut String,
     message: &Message,
     verdict: Option<&Verdict>,
     options: &TailOptions,
-    rules: &Rules,
+    summary: Option<&Summary>,
 ) {
     match &options.format {
         Format::Json => {
@@ -250,11 +271,7 @@ pub fn render(
             return;
         }
         Format::Template(template) => {
-            let summary = template.needs_summary().then(|| rules.summarise(message));
-            let extras = Extras {
-                summary: summary.as_ref(),
-                verdict,
-            };
+            let extras = Extras { summary, verdict };
             template.render(out, message.body(), extras);
             out.push('\n');
             return;
@@ -293,7 +310,7 @@ pub fn render(
         }
         Format::Terse => {
             out.push('\n');
-            out.push_str(&rules.summarise(message).terse());
+            out.push_str(&summary.map(Summary::terse).unwrap_or_default());
         }
         Format::Query(keys) => {
             let body = Value::Object(message.body().clone());
@@ -478,6 +495,7 @@ mod tests {
 
     fn rendered(format: Format) -> String {
         let mut out = String::new();
+        let rules = Rules::from_config(&crate::config::Config::builtin().unwrap());
         render(
             &mut out,
             &message(),
@@ -486,7 +504,7 @@ mod tests {
                 format,
                 ..Default::default()
             },
-            &Rules::from_config(&crate::config::Config::builtin().unwrap()),
+            Some(&rules.summarise(&message())),
         );
         out
     }
