@@ -16,7 +16,7 @@ use crate::envelope::Message;
 use crate::meta::{Rules, Summary};
 use crate::sequence::State;
 use crate::subscribe::{Stats, Subscriber};
-use crate::template::{Extras, Template};
+use crate::template::{lookup, Extras, Template};
 use futures::{FutureExt, StreamExt};
 use regex::Regex;
 use serde_json::Value;
@@ -313,18 +313,19 @@ pub fn render(
             out.push_str(&summary.map(Summary::terse).unwrap_or_default());
         }
         Format::Query(keys) => {
-            let body = Value::Object(message.body().clone());
             let values: Vec<String> = keys
                 .iter()
-                .map(|key| match dict_query(&body, key) {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(other) => {
-                        let mut text = String::new();
-                        python_repr(&mut text, other);
-                        text
-                    }
-                    None => "None".to_owned(),
-                })
+                .map(
+                    |key| match lookup(message.body(), &key.split('.').collect::<Vec<_>>()) {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(other) => {
+                            let mut text = String::new();
+                            python_repr(&mut text, other);
+                            text
+                        }
+                        None => "None".to_owned(),
+                    },
+                )
                 .collect();
             out.push_str(&values.join(", "));
         }
@@ -339,17 +340,6 @@ fn strip_credentials(message: &Message) -> serde_json::Map<String, Value> {
     body.remove("signature");
     body.remove("certificate");
     body
-}
-
-/// Looks up a dotted key (`msg.log`) in a JSON value.
-pub fn dict_query<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted
-        .split('.')
-        .try_fold(value, |current, part| match current {
-            Value::Object(map) => map.get(part),
-            Value::Array(items) => items.get(part.parse::<usize>().ok()?),
-            _ => None,
-        })
 }
 
 /// Python's `time.ctime`: `Sun Nov 22 15:05:31 2026`, local time.
