@@ -410,6 +410,16 @@ mod tests {
         assert!(!summary.involves(&["alice".into()], &[]));
         assert!(summary.involves(&["bob".into()], &["glibc".into()]));
         assert!(!summary.involves(&["bob".into()], &["rpm".into()]));
+        // A title template that comes out empty keeps the default title.
+        let aliased = RawRule {
+            topic: "bodhi".into(),
+            title: Some("{msg.alias}".into()),
+            ..RawRule::default()
+        };
+        let aliased = Rules::new(vec![Rule::from_raw(&aliased).unwrap()], "org.fedoraproject");
+        let untitled =
+            message(json!({"topic": "org.fedoraproject.prod.bodhi.update.comment", "msg": {}}));
+        assert_eq!(aliased.summarise(&untitled).title, "bodhi.update.comment");
         // The pattern is matched against the topic without prefix and env.
         let other =
             message(json!({"topic": "org.fedoraproject.prod.bodhi.update.request.x", "msg": {}}));
